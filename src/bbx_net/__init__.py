@@ -1,0 +1,69 @@
+"""bbx_net: phones and browser control surfaces steer a live audio process.
+
+The native core (`net_buffer`, `ClockSync`, the C header under `get_include()`) moves
+messages to the audio thread without the GIL; `bbx_net.websocket` serves the phones.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ._clock import (
+    ClockSync,
+    OffsetEstimator,
+    ntp_offset,
+    round_trip_delay,
+    to_sample_offset,
+)
+from ._ring import (
+    ABI_VERSION,
+    RING_CAPSULE_NAME,
+    Message,
+    NetBufferConsumer,
+    NetBufferProducer,
+    net_buffer,
+    ring_address,
+)
+from .errors import BbxNetError, ProducerThreadError
+from .message import (
+    EVENT_DTYPE,
+    FLAG_SCHEDULED,
+    MESSAGE_DTYPE,
+    MessageType,
+    NodeId,
+    PayloadKind,
+    hash_param_name,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABI_VERSION",
+    "EVENT_DTYPE",
+    "FLAG_SCHEDULED",
+    "MESSAGE_DTYPE",
+    "RING_CAPSULE_NAME",
+    "BbxNetError",
+    "ClockSync",
+    "Message",
+    "MessageType",
+    "NetBufferConsumer",
+    "NetBufferProducer",
+    "NodeId",
+    "OffsetEstimator",
+    "PayloadKind",
+    "ProducerThreadError",
+    "__version__",
+    "get_include",
+    "hash_param_name",
+    "net_buffer",
+    "ntp_offset",
+    "ring_address",
+    "round_trip_delay",
+    "to_sample_offset",
+]
+
+
+def get_include() -> str:
+    """The directory to add to a C compiler's include path for `bbx_net/bbx_net.h`."""
+    return os.path.join(os.path.dirname(__file__), "include")

@@ -1,0 +1,65 @@
+# cython: language_level=3
+"""Cython declarations of the C API in include/bbx_net/bbx_net.h (extern, nogil)."""
+
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+
+cdef extern from "bbx_net/bbx_net.h" nogil:
+    enum:
+        BBX_NET_ABI_VERSION
+        BBX_FLAG_SCHEDULED
+        BBX_PAYLOAD_NONE
+        BBX_PAYLOAD_VALUE
+        BBX_PAYLOAD_COORDINATES
+        BBX_PARAMETER_CHANGE
+        BBX_TRIGGER
+    const char *BBX_RING_CAPSULE_NAME
+    const char *BBX_CLOCK_CAPSULE_NAME
+    size_t BBX_RING_MAX_CAPACITY
+
+    ctypedef struct bbx_message:
+        uint32_t type
+        uint32_t param_hash
+        uint32_t payload_kind
+        float payload[2]
+        uint32_t flags
+        uint64_t node_id_hi
+        uint64_t node_id_lo
+        uint64_t timestamp_us
+
+    ctypedef struct bbx_event:
+        bbx_message message
+        uint32_t sample_offset
+        uint32_t reserved
+
+    ctypedef struct bbx_ring:
+        size_t capacity
+        size_t pending_capacity
+        uint32_t abi_version
+
+    ctypedef struct bbx_clock:
+        pass
+
+    uint32_t bbx_hash_param_name(const char *name, size_t length)
+
+    size_t bbx_ring_footprint(size_t capacity, size_t pending_capacity)
+    bbx_ring *bbx_ring_init(void *mem, size_t mem_size, size_t capacity,
+                            size_t pending_capacity)
+    int bbx_ring_try_push(bbx_ring *r, const bbx_message *m)
+    int bbx_ring_pop(bbx_ring *r, bbx_message *out)
+    size_t bbx_ring_drain(bbx_ring *r, bbx_message *out, size_t max_out)
+    size_t bbx_ring_len(bbx_ring *r)
+    uint64_t bbx_ring_dropped(bbx_ring *r)
+    size_t bbx_ring_pending(bbx_ring *r)
+    uint64_t bbx_ring_schedule_full(bbx_ring *r)
+    size_t bbx_ring_drain_block(bbx_ring *r, bbx_event *out, size_t max_out,
+                                uint64_t block_start_us, uint32_t sample_rate,
+                                uint32_t block_size)
+
+    int64_t bbx_to_sample_offset(uint64_t timestamp_us, uint64_t block_start_us,
+                                 uint32_t sample_rate, uint32_t block_size)
+    int64_t bbx_monotonic_ns()
+    void bbx_clock_init(bbx_clock *c)
+    uint64_t bbx_clock_now_us(const bbx_clock *c)
+    uint64_t bbx_clock_tick(bbx_clock *c)
+    uint64_t bbx_clock_cached_us(bbx_clock *c)
