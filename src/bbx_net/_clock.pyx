@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, cdivision=True
 """The server clock, NTP-style offset maths and sample offsets.
 
 The server clock counts monotonic microseconds since its creation. C code reads it
@@ -177,7 +177,7 @@ cdef class OffsetEstimator:
     cdef tuple _best(self):
         cdef tuple best = None
         for s in self._samples:
-            if best is None or s[2] < best[2]:
+            if best is None or s[2] <= best[2]:  # ties: the newer sample
                 best = s
         return best
 
@@ -196,7 +196,7 @@ cdef class OffsetEstimator:
     @property
     def latest_delay_us(self):
         """Round trip of the newest sample, or None before any sample."""
-        return self._samples[-1][2] if self._samples else None
+        return self._samples[len(self._samples) - 1][2] if self._samples else None
 
     @property
     def drift_ppm(self):
@@ -211,7 +211,7 @@ cdef class OffsetEstimator:
         best = self._best()
         limit = 2.0 * best[2] + 100.0
         good = [s for s in self._samples if s[2] <= limit]
-        if len(good) < 2 or good[-1][0] - good[0][0] < 1e6:
+        if len(good) < 2 or good[len(good) - 1][0] - good[0][0] < 1e6:
             return None
         n = len(good)
         mt = sum(s[0] for s in good) / n
