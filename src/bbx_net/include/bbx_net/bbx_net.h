@@ -136,14 +136,19 @@ typedef struct bbx_ring {
     size_t pending_capacity;
     uint32_t abi_version;
 
-    /* Line 1: the producer's. */
+    /* Each index has a line of its own: the owner writes it, the other side reads it.
+     * The owner's private state sits on a further line, so a producer spinning on a
+     * full ring (or a consumer polling an empty one) does not invalidate the line the
+     * other side is reading. */
+    /* Line 1: written by the producer, read by the consumer. */
     alignas(BBX_CACHE_LINE) _Atomic(size_t) write; /* next slot to fill */
-    size_t read_cache;       /* producer's copy of `read`, reloaded only when full */
+    /* Line 2: the producer's own. */
+    alignas(BBX_CACHE_LINE) size_t read_cache; /* copy of `read`, reloaded when full */
     _Atomic(uint64_t) dropped; /* pushes refused because the ring was full */
-
-    /* Line 2: the consumer's. */
+    /* Line 3: written by the consumer, read by the producer. */
     alignas(BBX_CACHE_LINE) _Atomic(size_t) read; /* next slot to take */
-    size_t write_cache;      /* consumer's copy of `write`, reloaded only when empty */
+    /* Line 4: the consumer's own. */
+    alignas(BBX_CACHE_LINE) size_t write_cache; /* copy of `write`, reloaded when empty */
     _Atomic(size_t) pending_count; /* messages held in `pending` (atomic: read by stats) */
     uint64_t pending_seq;
     _Atomic(uint64_t) schedule_full; /* drain_block calls that left messages in the ring
@@ -204,8 +209,11 @@ static inline int bbx_ring_try_push(bbx_ring *r, const bbx_message *m) {
          * consumer has finished copying out the slot we are about to overwrite. */
         r->read_cache = atomic_load_explicit(&r->read, memory_order_acquire);
         if (next == r->read_cache) {
-            /* relaxed: a statistic, no data depends on it. */
-            atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
+            /* relaxed load + store, not a locked add: only this thread writes it, and
+             * other threads read it as a statistic with nothing behind it. */
+            atomic_store_explicit(
+                &r->dropped, atomic_load_explicit(&r->dropped, memory_order_relaxed) + 1,
+                memory_order_relaxed);
             return 0;
         }
     }
@@ -402,7 +410,11 @@ static inline size_t bbx_ring_drain_block(bbx_ring *r, bbx_event *out, size_t ma
         }
     }
     if (stalled) {
-        atomic_fetch_add_explicit(&r->schedule_full, 1, memory_order_relaxed);
+        /* relaxed load + store: only this thread writes it (a statistic). */
+        atomic_store_explicit(
+            &r->schedule_full,
+            atomic_load_explicit(&r->schedule_full, memory_order_relaxed) + 1,
+            memory_order_relaxed);
     }
     /* relaxed: only this thread writes it; others read it as a statistic. */
     atomic_store_explicit(&r->pending_count, n_pending, memory_order_relaxed);
