@@ -65,6 +65,7 @@ cdef extern from "_thread.h" nogil:
         void *arg
     int bbx_thread_create(bbx_thread *t, bbx__thread_start *start)
     int bbx_thread_join(bbx_thread t)
+    void bbx_thread_sleep_us(unsigned us)
 
 ABI_VERSION = BBX_NET_ABI_VERSION
 MAX_CAPACITY = BBX_RING_MAX_CAPACITY
@@ -573,6 +574,8 @@ cdef struct _seq_check:
     uint64_t first_bad
     int64_t deadline_ns
     int timed_out
+    int check          # 0: only count (for throughput benches)
+    unsigned sleep_us  # 0: busy-poll; else sleep between drains, like an audio callback
 
 
 cdef inline bint _seq_ok(const bbx_message *m, uint64_t seq) noexcept nogil:
@@ -591,22 +594,27 @@ cdef void _seq_check_run(void *arg) noexcept nogil:
         n = bbx_ring_drain(s.ring, buf, 64)
         if n == 0:
             spins += 1
-            if (spins & 1023) == 0 and bbx_monotonic_ns() > s.deadline_ns:
+            if s.sleep_us:
+                bbx_thread_sleep_us(s.sleep_us)
+            if (s.sleep_us or (spins & 1023) == 0) and bbx_monotonic_ns() > s.deadline_ns:
                 s.timed_out = 1
                 break
             continue
-        for i in range(n):
-            seq = s.received + i
-            if not _seq_ok(&buf[i], seq):
-                if s.errors == 0:
-                    s.first_bad = seq
-                s.errors += 1
+        if s.check:
+            for i in range(n):
+                seq = s.received + i
+                if not _seq_ok(&buf[i], seq):
+                    if s.errors == 0:
+                        s.first_bad = seq
+                    s.errors += 1
         s.received += n
 
 
 cdef class _SequenceChecker:
     """A native thread that drains `total` messages and checks message i carries
-    sequence number i (in timestamp_us, node_id_lo and param_hash). Test support."""
+    sequence number i (in timestamp_us, node_id_lo and param_hash). Test and bench
+    support: `check=False` only counts; `sleep_us` > 0 makes it sleep whenever the ring
+    is empty, then drain everything, as an audio callback would."""
 
     cdef _seq_check state
     cdef bbx__thread_start start_info
@@ -614,8 +622,11 @@ cdef class _SequenceChecker:
     cdef bint running
     cdef object keepalive
 
-    def __cinit__(self, ring, uint64_t total, double timeout_s):
+    def __cinit__(self, ring, uint64_t total, double timeout_s, bint check=True,
+                  unsigned sleep_us=0):
         self.state.ring = _ring_of(ring)
+        self.state.check = check
+        self.state.sleep_us = sleep_us
         self.keepalive = ring
         self.state.total = total
         self.state.deadline_ns = bbx_monotonic_ns() + <int64_t>(timeout_s * 1e9)
@@ -660,6 +671,8 @@ def _drain_count_nogil(NetBufferConsumer consumer, uint64_t total, double timeou
     s.errors = 0
     s.first_bad = 0
     s.timed_out = 0
+    s.check = 1
+    s.sleep_us = 0
     s.deadline_ns = bbx_monotonic_ns() + <int64_t>(timeout_s * 1e9)
     with nogil:
         _seq_check_run(&s)

@@ -22,8 +22,12 @@ static int bbx_thread_join(bbx_thread t) {
     CloseHandle(t);
     return 0;
 }
+static void bbx_thread_sleep_us(unsigned us) {
+    Sleep(us < 1000 ? 1 : us / 1000);
+}
 #else
 #include <pthread.h>
+#include <time.h>
 typedef pthread_t bbx_thread;
 typedef struct { void (*fn)(void *); void *arg; } bbx__thread_start;
 static void *bbx__thread_main(void *p) {
@@ -37,6 +41,10 @@ static int bbx_thread_create(bbx_thread *t, bbx__thread_start *start) {
 }
 static int bbx_thread_join(bbx_thread t) {
     return pthread_join(t, NULL);
+}
+static void bbx_thread_sleep_us(unsigned us) {
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
 }
 #endif
 
