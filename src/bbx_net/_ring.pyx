@@ -202,7 +202,7 @@ cdef class Message:
     @property
     def node_id(self) -> int:
         """The sender's node id as one 128-bit integer."""
-        return (self.node_id_hi << 64) | self.node_id_lo
+        return (<object>self.node_id_hi << 64) | <object>self.node_id_lo
 
     def _key(self):
         return (self.type, self.param_hash, self.payload_kind, self.value, self.y,

@@ -1,0 +1,330 @@
+"""The JSON protocol between phones and the server, without any I/O.
+
+`parse_client_message` turns one WebSocket frame into a typed client message or raises
+`ProtocolError` with a stable code; the `encode_*` functions turn server messages into
+the UTF-8 bytes of one text frame. Everything here is a plain function of its inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from .errors import BbxNetError
+
+__all__ = [
+    "ALREADY_JOINED",
+    "ERROR_CODES",
+    "INVALID_MESSAGE",
+    "INVALID_ROOM",
+    "INVALID_TIME",
+    "INVALID_VALUE",
+    "NOT_JOINED",
+    "RATE_LIMITED",
+    "ROOM_FULL",
+    "SERVER_FULL",
+    "UNKNOWN_PARAM",
+    "UNKNOWN_TYPE",
+    "ClientMessage",
+    "Join",
+    "Leave",
+    "Param",
+    "ParamState",
+    "Ping",
+    "ProtocolError",
+    "Sync",
+    "Trigger",
+    "check_at",
+    "encode_closed",
+    "encode_error",
+    "encode_pong",
+    "encode_state",
+    "encode_update",
+    "encode_visualization",
+    "encode_welcome",
+    "parse_client_message",
+]
+
+# ---- error codes (stable strings: clients switch on them) ----------------------------
+
+INVALID_ROOM: Final = "INVALID_ROOM"
+ROOM_FULL: Final = "ROOM_FULL"
+NOT_JOINED: Final = "NOT_JOINED"
+ALREADY_JOINED: Final = "ALREADY_JOINED"
+INVALID_MESSAGE: Final = "INVALID_MESSAGE"
+UNKNOWN_TYPE: Final = "UNKNOWN_TYPE"
+INVALID_VALUE: Final = "INVALID_VALUE"
+UNKNOWN_PARAM: Final = "UNKNOWN_PARAM"
+INVALID_TIME: Final = "INVALID_TIME"
+RATE_LIMITED: Final = "RATE_LIMITED"
+SERVER_FULL: Final = "SERVER_FULL"
+
+ERROR_CODES: Final = frozenset({
+    INVALID_ROOM, ROOM_FULL, NOT_JOINED, ALREADY_JOINED, INVALID_MESSAGE, UNKNOWN_TYPE,
+    INVALID_VALUE, UNKNOWN_PARAM, INVALID_TIME, RATE_LIMITED, SERVER_FULL,
+})
+
+#: Longest parameter / trigger / client name accepted, in characters.
+MAX_NAME_LENGTH: Final = 128
+#: Largest `at` or `client_time` that is still an exact JSON integer (2**53).
+_MAX_EXACT = 2**53
+
+
+class ProtocolError(BbxNetError):
+    """A client message the server refuses; `code` is one of ERROR_CODES."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+# ---- client messages ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """`{"type": "join", "room_code", "client_name"?, "session"?}`."""
+
+    room_code: str
+    client_name: str | None = None
+    session: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """`{"type": "param", "param", "value", "at"?}`; `at` is server-clock µs."""
+
+    param: str
+    value: float
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """`{"type": "trigger", "name", "x"?, "y"?, "at"?}` (or the name `"pad:x,y"`)."""
+
+    name: str
+    x: float | None = None
+    y: float | None = None
+    at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """`{"type": "sync"}`: asks for a `state` message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """`{"type": "ping", "client_time"}`; client_time is echoed back exactly."""
+
+    client_time: int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """`{"type": "leave"}`: leave the room and close."""
+
+
+ClientMessage = Join | Param | Trigger | Sync | Ping | Leave
+
+
+def _loads(frame: str | bytes) -> Any:
+    try:
+        return orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses NaN, Infinity and 1e999. The standard parser takes them, so such a
+    # frame gets the precise INVALID_VALUE instead of a vague INVALID_MESSAGE.
+    try:
+        return json.loads(frame)
+    except (ValueError, RecursionError):
+        raise ProtocolError(INVALID_MESSAGE, "frame is not valid JSON") from None
+
+
+def _name(obj: dict[str, Any], key: str, kind: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise ProtocolError(INVALID_MESSAGE, f"{kind} needs a string field {key!r}")
+    if not isinstance(value, str):
+        raise ProtocolError(INVALID_MESSAGE, f"{key!r} must be a string")
+    if not value or len(value) > MAX_NAME_LENGTH:
+        raise ProtocolError(INVALID_MESSAGE, f"{key!r} must be 1..{MAX_NAME_LENGTH} characters")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(INVALID_MESSAGE, f"{key!r} must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ProtocolError(INVALID_VALUE, f"{key!r} must be finite")
+    return number
+
+
+def _at(obj: dict[str, Any]) -> int | None:
+    at = obj.get("at")
+    if at is None:
+        return None
+    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at <= _MAX_EXACT:
+        raise ProtocolError(INVALID_TIME, "'at' must be a non-negative integer (server µs)")
+    return at
+
+
+def _parse_trigger(obj: dict[str, Any]) -> Trigger:
+    name = _name(obj, "name", "trigger")
+    x_raw, y_raw = obj.get("x"), obj.get("y")
+    if ":" in name and x_raw is None and y_raw is None:
+        # The original's compact form "name:x,y".
+        base, _, coords = name.partition(":")
+        parts = coords.split(",")
+        if not base or len(parts) != 2:
+            raise ProtocolError(INVALID_MESSAGE, "trigger name form is 'name:x,y'")
+        try:
+            x, y = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ProtocolError(INVALID_VALUE, "trigger coordinates must be numbers") from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ProtocolError(INVALID_VALUE, "trigger coordinates must be finite")
+        return Trigger(base, x, y, _at(obj))
+    if (x_raw is None) != (y_raw is None):
+        raise ProtocolError(INVALID_MESSAGE, "trigger needs both 'x' and 'y' or neither")
+    if x_raw is None:
+        return Trigger(name, None, None, _at(obj))
+    return Trigger(name, _number(x_raw, "x"), _number(y_raw, "y"), _at(obj))
+
+
+def parse_client_message(frame: str | bytes, *, binary: bool = False) -> ClientMessage:
+    """Parses one frame from a client.
+
+    Args:
+        frame: the frame's payload (str for text frames).
+        binary: the frame was a binary frame (always refused: the protocol is JSON text).
+
+    Returns:
+        The typed message.
+
+    Raises:
+        ProtocolError: with INVALID_MESSAGE (not JSON, not an object, binary, missing or
+            mistyped field), UNKNOWN_TYPE, INVALID_VALUE or INVALID_TIME.
+    """
+    if binary:
+        raise ProtocolError(INVALID_MESSAGE, "binary frames are not accepted; send JSON text")
+    obj = _loads(frame)
+    if not isinstance(obj, dict):
+        raise ProtocolError(INVALID_MESSAGE, "a message is a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(INVALID_MESSAGE, "a message needs a string field 'type'")
+    if kind == "param":
+        name = _name(obj, "param", "param")
+        if "value" not in obj:
+            raise ProtocolError(INVALID_MESSAGE, "param needs a number field 'value'")
+        return Param(name, _number(obj["value"], "value"), _at(obj))
+    if kind == "trigger":
+        return _parse_trigger(obj)
+    if kind == "ping":
+        t = obj.get("client_time")
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise ProtocolError(INVALID_MESSAGE, "ping needs a number field 'client_time'")
+        if not math.isfinite(t) or t < 0:
+            raise ProtocolError(INVALID_VALUE, "'client_time' must be a non-negative number")
+        return Ping(t)
+    if kind == "join":
+        code = obj.get("room_code")
+        if not isinstance(code, str):
+            raise ProtocolError(INVALID_MESSAGE, "join needs a string field 'room_code'")
+        client_name = obj.get("client_name")
+        if client_name is not None and (
+            not isinstance(client_name, str) or len(client_name) > MAX_NAME_LENGTH
+        ):
+            raise ProtocolError(INVALID_MESSAGE, "'client_name' must be a short string")
+        session = obj.get("session")
+        if session is not None and (not isinstance(session, str) or len(session) > 256):
+            raise ProtocolError(INVALID_MESSAGE, "'session' must be a string token")
+        return Join(code, client_name, session)
+    if kind == "sync":
+        return Sync()
+    if kind == "leave":
+        return Leave()
+    raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
+
+
+def check_at(at: int | None, now_us: int, horizon_us: int) -> None:
+    """Refuses an `at` further ahead than the scheduling horizon.
+
+    Raises:
+        ProtocolError: INVALID_TIME when at > now_us + horizon_us.
+    """
+    if at is not None and at > now_us + horizon_us:
+        raise ProtocolError(
+            INVALID_TIME, f"'at' is more than {horizon_us / 1e6:g} s ahead of the server clock"
+        )
+
+
+# ---- server messages ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ParamState:
+    """One entry of a `state` message."""
+
+    name: str
+    value: float
+    min: float
+    max: float
+
+
+def encode_welcome(node_id: str, server_time: int, session: str | None = None) -> bytes:
+    """`welcome`: the node id, the server clock (µs) and the private resume token."""
+    msg: dict[str, Any] = {"type": "welcome", "node_id": node_id, "server_time": server_time}
+    if session is not None:
+        msg["session"] = session
+    return orjson.dumps(msg)
+
+
+def encode_state(params: Iterable[ParamState]) -> bytes:
+    """`state`: every declared parameter with its current value and range."""
+    return orjson.dumps({
+        "type": "state",
+        "params": [{"name": p.name, "value": p.value, "min": p.min, "max": p.max}
+                   for p in params],
+    })
+
+
+def encode_update(param: str, value: float) -> bytes:
+    """`update`: exactly the seed's fields."""
+    return orjson.dumps({"type": "update", "param": param, "value": value})
+
+
+def encode_pong(client_time: int | float, server_time: int) -> bytes:
+    """`pong`: client_time echoed as received, the server clock in µs."""
+    return orjson.dumps({"type": "pong", "client_time": client_time, "server_time": server_time})
+
+
+def encode_error(code: str, message: str) -> bytes:
+    """`error` with a stable code and a human-readable message."""
+    return orjson.dumps({"type": "error", "code": code, "message": message})
+
+
+def encode_closed(reason: str | None = None) -> bytes:
+    """`closed`: the room was closed (by the host or by expiry)."""
+    if reason is None:
+        return b'{"type":"closed"}'
+    return orjson.dumps({"type": "closed", "reason": reason})
+
+
+def encode_visualization(data: Sequence[float]) -> bytes:
+    """`visualization`: `{"type": "visualization", "data": [float, ...]}`.
+
+    Raises:
+        ValueError: a value is not a finite number (JSON has no NaN).
+    """
+    values = [float(v) for v in data]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("visualization data must be finite numbers")
+    return orjson.dumps({"type": "visualization", "data": values})

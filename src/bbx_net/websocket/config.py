@@ -1,0 +1,151 @@
+"""Server configuration: WsServerConfig, RoomConfig and ParamSpec."""
+
+from __future__ import annotations
+
+import math
+import ssl
+from dataclasses import dataclass, field
+
+from ..rooms import RoomConfig
+
+__all__ = ["ParamSpec", "RoomConfig", "WsServerConfig", "parse_bind_addr"]
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """A declared parameter: phones get sliders for it, values are clamped to its range.
+
+    Attributes:
+        name: the parameter's name (hashed with FNV-1a for the audio thread).
+        value: the initial value.
+        min: the lowest accepted value.
+        max: the highest accepted value.
+    """
+
+    name: str
+    value: float = 0.0
+    min: float = 0.0
+    max: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or len(self.name) > 128:
+            raise ValueError(f"a parameter name is a non-empty str of <= 128 chars: {self.name!r}")
+        for what in ("value", "min", "max"):
+            v = getattr(self, what)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{self.name}: {what} must be a finite number, got {v!r}")
+            object.__setattr__(self, what, float(v))
+        if not self.min <= self.value <= self.max:
+            raise ValueError(
+                f"{self.name}: need min <= value <= max, got {self.min}, {self.value}, {self.max}"
+            )
+
+    def clamp(self, value: float) -> float:
+        """`value` limited to [min, max]."""
+        return min(self.max, max(self.min, value))
+
+
+def parse_bind_addr(addr: str | tuple[str, int]) -> tuple[str, int]:
+    """`"host:port"`, `"[::1]:port"` or `(host, port)` as a (host, port) pair.
+
+    Raises:
+        ValueError: not an address with a port in 0..65535.
+    """
+    if isinstance(addr, tuple):
+        if len(addr) != 2:
+            raise ValueError(f"bind_addr pair must be (host, port), got {addr!r}")
+        host, port = addr
+    elif isinstance(addr, str):
+        host, sep, port_text = addr.rpartition(":")
+        if not sep:
+            raise ValueError(f"bind_addr must be 'host:port', got {addr!r}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ValueError(f"bind_addr port is not a number: {addr!r}") from None
+    else:
+        raise ValueError(f"bind_addr must be 'host:port' or (host, port), got {addr!r}")
+    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+        raise ValueError(f"bind_addr must be (str, int), got {addr!r}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port}")
+    return host, port
+
+
+@dataclass(frozen=True, slots=True)
+class WsServerConfig:
+    """Everything the server needs to know. Durations are seconds.
+
+    Attributes:
+        bind_addr: `(host, port)` or `"host:port"`; port 0 picks a free port.
+        ping_interval: seconds between keepalive pings to each client.
+        connection_timeout: a client silent to pings this long is dropped.
+        broadcast_capacity: frames queued per client before stale ones are dropped.
+        room: room options (code length, expiration, max clients).
+        params: declared parameters; when non-empty, other names are refused.
+        max_message_size: largest frame accepted, in bytes (larger closes with 1009).
+        max_connections: open WebSocket connections allowed (more get SERVER_FULL).
+        max_rooms: rooms that may exist at once.
+        allowed_origins: accepted Origin headers; None accepts any (and none).
+        ssl_context: serve wss:// and https:// with this context; None for plain.
+        handshake_timeout: seconds a client has to finish the opening handshake.
+        resume_grace: seconds a dropped client's seat is kept for its session token.
+        schedule_horizon: how far ahead (seconds) `at` may be.
+        update_rate: most `update` frames per second per client per parameter
+            (faster changes coalesce to the latest value).
+        error_budget: errors a client may cause in a burst before it is closed with
+            1008; one error is forgiven per second.
+        join_burst: failed joins one address may make in a burst.
+        join_per_hour: failed joins one address regains per hour.
+        backlog: listen backlog (a join storm of hundreds of phones).
+        serve_static: serve the phone page and the JS client over HTTP on the same port.
+    """
+
+    bind_addr: str | tuple[str, int] = ("0.0.0.0", 8080)
+    ping_interval: float = 5.0
+    connection_timeout: float = 30.0
+    broadcast_capacity: int = 256
+    room: RoomConfig = field(default_factory=RoomConfig)
+    params: tuple[ParamSpec, ...] | list[ParamSpec] = ()
+    max_message_size: int = 64 * 1024
+    max_connections: int = 10_000
+    max_rooms: int = 1000
+    allowed_origins: tuple[str, ...] | None = None
+    ssl_context: ssl.SSLContext | None = None
+    handshake_timeout: float = 10.0
+    resume_grace: float = 60.0
+    schedule_horizon: float = 10.0
+    update_rate: float = 60.0
+    error_budget: int = 20
+    join_burst: int = 10
+    join_per_hour: float = 60.0
+    backlog: int = 2048
+    serve_static: bool = True
+
+    def __post_init__(self) -> None:
+        parse_bind_addr(self.bind_addr)
+        for name in ("ping_interval", "connection_timeout", "handshake_timeout",
+                     "update_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("resume_grace", "schedule_horizon"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("broadcast_capacity", "max_message_size", "max_connections",
+                     "max_rooms", "error_budget", "join_burst", "backlog"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"parameter names must be unique: {names}")
+        object.__setattr__(self, "params", tuple(self.params))
+
+    @property
+    def host(self) -> str:
+        return parse_bind_addr(self.bind_addr)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_bind_addr(self.bind_addr)[1]
