@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 #: Bytes waiting in a client's transport above which the client counts as slow.
 _WRITE_HIGH = 64 * 1024
+#: Seconds a closing client has to answer before its connection is cut.
+_CLOSE_GRACE = 2.0
 #: Close codes (RFC 6455).
 _NORMAL, _GOING_AWAY, _POLICY, _TRY_LATER = 1000, 1001, 1008, 1013
 
@@ -135,6 +137,12 @@ class ServerStats:
     refused: int  # messages the ring refused (it was full)
     errors: int
     internal_errors: int
+
+
+def _abort_if_open(ws: ServerConnection) -> None:
+    """The close handshake did not finish in time: drop the TCP connection."""
+    if ws.protocol.state is not State.CLOSED and ws.transport is not None:
+        ws.transport.abort()
 
 
 class _Client:
@@ -318,7 +326,11 @@ class WsServer:
         logger.info("listening on %s:%d", host, self._port)
 
     async def stop(self) -> None:
-        """Sends `closed` to every client, closes every connection, stops listening."""
+        """Sends `closed` to every client, closes every connection, stops listening.
+
+        Clients get a moment (`_CLOSE_GRACE`) to answer the close; stalled ones are
+        then cut off, so a phone that stopped reading cannot hold the shutdown up.
+        """
         if self._server is None:
             return
         server, self._server = self._server, None
@@ -328,19 +340,19 @@ class WsServer:
         frame = encode_closed("shutdown")
         for c in list(self._connections):
             self._send(c, frame)
-            c.closing = True
-        closes = [c.ws.close(_GOING_AWAY, "server shutdown") for c in list(self._connections)]
-        if closes:
-            await asyncio.wait_for(
-                asyncio.gather(*closes, return_exceptions=True),
-                timeout=self.config.connection_timeout,
-            )
+            self._close(c, _GOING_AWAY, "server shutdown")
+        try:
+            await asyncio.wait_for(server.wait_closed(), _CLOSE_GRACE)
+        except TimeoutError:
+            for c in list(self._connections):
+                if c.ws.transport is not None:
+                    c.ws.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), _CLOSE_GRACE)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), timeout=5.0)
         with self._lock:
             self._loop = None
 
@@ -669,13 +681,15 @@ class WsServer:
                 self._dirty.discard(c)
 
     def _close(self, client: _Client, code: int, reason: str) -> None:
-        """Starts a clean close without waiting for it."""
+        """Starts a clean close without waiting; cuts the connection if it stalls."""
         client.closing = True
         ws = client.ws
         if ws.protocol.state is State.OPEN:
             with contextlib.suppress(Exception):
                 ws.protocol.send_close(code, reason)
                 ws.send_data()
+        if self._loop is not None and ws.transport is not None:
+            self._loop.call_later(_CLOSE_GRACE, _abort_if_open, ws)
 
     def _detach(self, client: _Client) -> None:
         """Removes a client from the room indexes (its seat is handled by the caller)."""

@@ -1,0 +1,598 @@
+"""The server over real sockets on 127.0.0.1, with a websockets client."""
+
+from __future__ import annotations
+
+import asyncio
+import runpy
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+import websockets
+
+from bbx_net import EVENT_DTYPE, MESSAGE_DTYPE, MessageType, NodeId, PayloadKind
+from bbx_net import hash_param_name, net_buffer
+from bbx_net.websocket import (
+    CommandChannel,
+    ParamEvent,
+    RoomConfig,
+    ServerCommand,
+    TriggerEvent,
+    WsServer,
+    WsServerConfig,
+)
+from conftest import TIMEOUT_SCALE
+from wsutil import STEP, eventually, live_server, run
+
+
+def drain(consumer: Any) -> np.ndarray:
+    """Everything waiting in the ring."""
+    out = np.zeros(len(consumer) + 1, MESSAGE_DTYPE)
+    n = consumer.drain_into(out)
+    return out[:n]
+
+
+# ---- the seed's messages -----------------------------------------------------------
+
+def test_join_gets_welcome_then_state() -> None:
+    """welcome carries node id, server time and a session token; state follows."""
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined(client_name="Phone 1")
+            w = c.welcome
+            NodeId.parse(w["node_id"])
+            assert isinstance(w["server_time"], int) and w["server_time"] >= 0
+            assert isinstance(w["session"], str) and len(w["session"]) >= 16
+            assert c.state["params"] == [
+                {"name": "gain", "value": 0.5, "min": 0.0, "max": 1.0},
+                {"name": "freq", "value": 440.0, "min": 20.0, "max": 20000.0},
+            ]
+            stats = s.server.client_stats()
+            assert [st.client_name for st in stats] == ["Phone 1"]
+    run(main())
+
+
+def test_param_reaches_the_ring_clamped_with_node_id_and_timestamp() -> None:
+    """An accepted param lands in the ring (clamped) with the sender's node id."""
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            before = s.server.clock.now_us()
+            await c.send(type="param", param="gain", value=7.5)
+            await c.send(type="param", param="freq", value=880)
+            await c.request(type="sync")  # a round trip: both params were handled
+            rows = drain(s.consumer)
+            after = s.server.clock.now_us()
+            assert len(rows) == 2
+            node = NodeId.parse(c.welcome["node_id"])
+            assert rows[0]["param_hash"] == hash_param_name("gain")
+            assert rows[0]["payload"][0] == 1.0  # clamped to max
+            assert rows[1]["payload"][0] == 880.0
+            for row in rows:
+                assert row["type"] == MessageType.PARAMETER_CHANGE
+                assert row["payload_kind"] == PayloadKind.VALUE
+                assert (row["node_id_hi"], row["node_id_lo"]) == (node.high, node.low)
+                assert before <= row["timestamp_us"] <= after and row["flags"] == 0
+            assert s.server.param_values()["gain"] == 1.0
+    run(main())
+
+
+def test_sync_answers_state_with_current_values() -> None:
+    """sync → state with every declared parameter's current value."""
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            await c.send(type="param", param="gain", value=0.25)
+            state = await c.request(type="sync")
+            assert state["type"] == "state"
+            assert {p["name"]: p["value"] for p in state["params"]}["gain"] == 0.25
+    run(main())
+
+
+def test_ping_gets_pong_with_client_time_echoed() -> None:
+    """ping → pong echoing client_time exactly, with the server time."""
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            for t in (1234567890, 12.5, 0):
+                pong = await c.request(type="ping", client_time=t)
+                assert pong["type"] == "pong" and pong["client_time"] == t
+                assert 0 < pong["server_time"] <= s.server.clock.now_us()
+    run(main())
+
+
+def test_trigger_with_coordinates_both_forms_and_not_echoed() -> None:
+    """Triggers reach the ring (plain, x/y fields, and 'name:x,y'); nobody gets an echo."""
+    async def main() -> None:
+        async with live_server() as s:
+            a = await s.joined()
+            b = await s.joined()
+            await a.send(type="trigger", name="note_on")
+            await a.send(type="trigger", name="pad", x=0.25, y=0.75)
+            await a.send(type="trigger", name="pad:0.5,0.125")
+            await a.request(type="sync")
+            rows = drain(s.consumer)
+            assert list(rows["type"]) == [MessageType.TRIGGER] * 3
+            assert list(rows["payload_kind"]) == [0, 2, 2]
+            assert rows[1]["payload"].tolist() == [0.25, 0.75]
+            assert rows[2]["payload"].tolist() == [0.5, 0.125]
+            assert rows[2]["param_hash"] == hash_param_name("pad")
+            assert await b.nothing()
+    run(main())
+
+
+def test_leave_closes_normally_and_frees_the_seat() -> None:
+    """leave → the connection closes with 1000 and the room seat is freed."""
+    async def main() -> None:
+        async with live_server(room=RoomConfig(max_clients=1)) as s:
+            c = await s.joined()
+            await c.send(type="leave")
+            assert await c.closed_code() == 1000
+            again = await s.joined()  # the only seat is free again
+            await again.close()
+    run(main())
+
+
+def test_listeners_observe_accepted_changes() -> None:
+    """The host sees every accepted param and trigger as an event."""
+    async def main() -> None:
+        async with live_server() as s:
+            events: list[Any] = []
+            s.server.add_listener(events.append)
+            c = await s.joined()
+            await c.send(type="param", param="gain", value=0.3)
+            await c.send(type="trigger", name="hit", x=1, y=2)
+            await c.request(type="sync")
+            assert isinstance(events[0], ParamEvent) and events[0].value == pytest.approx(0.3)
+            assert events[0].node_id == c.welcome["node_id"] and events[0].queued
+            assert isinstance(events[1], TriggerEvent) and (events[1].x, events[1].y) == (1, 2)
+    run(main())
+
+
+# ---- errors -------------------------------------------------------------------------
+
+def test_every_error_code_over_the_socket() -> None:
+    """Each bad input gets its code; the socket stays open and usable afterwards."""
+    async def main() -> None:
+        async with live_server(room=RoomConfig(max_clients=1)) as s:
+            c = await s.connect()
+
+            async def code_of(**msg: Any) -> str:
+                reply = await c.request(**msg)
+                assert reply["type"] == "error", reply
+                return str(reply["code"])
+
+            assert await code_of(type="param", param="gain", value=1) == "NOT_JOINED"
+            assert await code_of(type="ping", client_time=1) == "NOT_JOINED"
+            assert await code_of(type="sync") == "NOT_JOINED"
+            wrong = "0000" if s.code != "0000" else "0001"
+            assert await code_of(type="join", room_code=wrong) == "INVALID_ROOM"
+            await c.ws.send("{not json")
+            assert (await c.recv())["code"] == "INVALID_MESSAGE"
+            await c.ws.send(b'{"type": "sync"}')
+            assert (await c.recv())["code"] == "INVALID_MESSAGE"
+            assert await code_of(type="dance") == "UNKNOWN_TYPE"
+            assert (await c.join(s.code))["type"] == "welcome"  # the retry works
+            await c.recv()  # state
+            assert await code_of(type="join", room_code=s.code) == "ALREADY_JOINED"
+            assert await code_of(type="param", param="nope", value=1) == "UNKNOWN_PARAM"
+            await c.ws.send('{"type": "param", "param": "gain", "value": NaN}')
+            assert (await c.recv())["code"] == "INVALID_VALUE"
+            far = s.server.clock.now_us() + 11_000_000
+            assert await code_of(type="param", param="gain", value=1, at=far) == "INVALID_TIME"
+            assert await code_of(type="param", param="gain", value=1, at=-5) == "INVALID_TIME"
+            other = await s.connect()
+            assert (await other.join(s.code))["code"] == "ROOM_FULL"
+            assert s.consumer.is_empty()  # none of it reached the audio side
+            assert (await c.request(type="ping", client_time=3))["type"] == "pong"
+    run(main())
+
+
+def test_oversize_frame_closes_with_1009_and_others_carry_on() -> None:
+    """A frame above max_message_size closes that socket with 1009 only."""
+    async def main() -> None:
+        async with live_server(max_message_size=1024) as s:
+            a = await s.joined()
+            b = await s.joined()
+            await a.ws.send("x" * 2000)
+            assert await a.closed_code() == 1009
+            assert (await b.request(type="ping", client_time=1))["type"] == "pong"
+    run(main())
+
+
+def test_garbage_sender_is_closed_with_policy_violation() -> None:
+    """A client that keeps sending garbage gets errors, then a 1008 close."""
+    async def main() -> None:
+        async with live_server(error_budget=5) as s:
+            bad = await s.joined()
+            good = await s.joined()
+            errors = 0
+            try:
+                for _ in range(50):
+                    await bad.ws.send("garbage")
+                    if (await bad.recv())["type"] == "error":
+                        errors += 1
+            except websockets.ConnectionClosed:
+                pass
+            assert await bad.closed_code() == 1008
+            assert 5 <= errors <= 7
+            assert (await good.request(type="ping", client_time=1))["type"] == "pong"
+            assert s.server.stats().internal_errors == 0
+    run(main())
+
+
+def test_server_full_is_refused_with_an_error() -> None:
+    """Beyond max_connections, a new connection gets SERVER_FULL and is closed."""
+    async def main() -> None:
+        async with live_server(max_connections=2) as s:
+            a = await s.connect()
+            b = await s.connect()
+            c = await s.connect()
+            assert (await c.recv())["code"] == "SERVER_FULL"
+            assert await c.closed_code() == 1013
+            assert (await a.join(s.code))["type"] == "welcome"
+            await b.close()
+    run(main())
+
+
+def test_brute_force_is_rate_limited_but_typos_are_not() -> None:
+    """60 wrong codes from one address hit RATE_LIMITED; three typos elsewhere do not."""
+    async def main() -> None:
+        async with live_server() as s:
+            wrong = [f"{(int(s.code) + i) % 10000:04d}" for i in range(1, 61)]
+            codes: list[str] = []
+            attacker = await s.connect()
+            for guess in wrong:
+                try:
+                    reply = await attacker.join(guess)
+                except websockets.ConnectionClosed:
+                    attacker = await s.connect()  # closed for misbehaving: come back
+                    reply = await attacker.join(guess)
+                codes.append(reply["code"])
+            assert codes[:10] == ["INVALID_ROOM"] * 10
+            assert set(codes[10:]) == {"RATE_LIMITED"}
+            late = await s.connect()
+            assert (await late.join(s.code))["code"] == "RATE_LIMITED"  # even the right one
+            # A phone on another address (127.0.0.2) mistypes three times, then joins.
+            phone = await s.connect(local_addr=("127.0.0.2", 0))
+            for typo in wrong[:3]:
+                assert (await phone.join(typo))["code"] == "INVALID_ROOM"
+            assert (await phone.join(s.code))["type"] == "welcome"
+    run(main())
+
+
+# ---- fan-out ------------------------------------------------------------------------
+
+def test_echo_reaches_the_other_members_of_the_same_room_only() -> None:
+    """A change is echoed as update to the room's other members, not the sender or
+    other rooms."""
+    async def main() -> None:
+        async with live_server() as s:
+            other_room = await s.commands.create_room()
+            a = await s.joined()
+            b = await s.joined()
+            c = await s.joined()
+            outsider = await s.joined(other_room)
+            await a.send(type="param", param="gain", value=0.75)
+            for member in (b, c):
+                assert await member.recv() == {"type": "update", "param": "gain", "value": 0.75}
+            assert await a.nothing() and await outsider.nothing()
+    run(main())
+
+
+def test_broadcasts_reach_every_joined_client() -> None:
+    """BroadcastParam and BroadcastVisualization reach all joined clients, any room."""
+    async def main() -> None:
+        async with live_server() as s:
+            other_room = await s.commands.create_room()
+            clients = [await s.joined(), await s.joined(), await s.joined(other_room)]
+            lobby = await s.connect()  # not joined: gets nothing
+            await s.commands.send(ServerCommand.BroadcastParam("freq", 1000.0))
+            await s.commands.send(ServerCommand.BroadcastVisualization([0.5, 0.25, 1.0]))
+            for c in clients:
+                assert await c.recv() == {"type": "update", "param": "freq", "value": 1000.0}
+                assert await c.recv() == {"type": "visualization", "data": [0.5, 0.25, 1.0]}
+            assert await lobby.nothing()
+            assert s.server.param_values()["freq"] == 1000.0
+    run(main())
+
+
+def test_close_room_reaches_only_that_room_and_closes_its_sockets() -> None:
+    """CloseRoom sends closed to that room's clients and closes them; others stay."""
+    async def main() -> None:
+        async with live_server() as s:
+            other_room = await s.commands.create_room()
+            a = await s.joined()
+            b = await s.joined(other_room)
+            await s.commands.send(ServerCommand.CloseRoom(s.code))
+            assert (await a.recv())["type"] == "closed"
+            assert await a.closed_code() in (1000, 1001)
+            assert await b.nothing()
+            assert (await b.request(type="ping", client_time=1))["type"] == "pong"
+            assert s.code not in s.server.rooms()
+            late = await s.connect()
+            assert (await late.join(s.code))["code"] == "INVALID_ROOM"
+    run(main())
+
+
+def test_room_expiry_closes_that_room_only() -> None:
+    """A room past its expiration sends closed to its clients and closes them."""
+    async def main() -> None:
+        async with live_server(room=RoomConfig(expiration=1.0)) as s:
+            a = await s.joined()
+            assert (await a.recv(timeout=STEP + 2))["type"] == "closed"
+            assert await a.closed_code() in (1000, 1001)
+            assert s.server.rooms() == []
+    run(main())
+
+
+def test_client_that_answers_no_pings_is_evicted() -> None:
+    """A client whose socket stops answering is dropped within connection_timeout."""
+    async def main() -> None:
+        async with live_server(ping_interval=0.1, connection_timeout=0.5) as s:
+            dead = await s.joined()
+            alive = await s.joined()
+            assert dead.ws.transport is not None
+            dead.ws.transport.pause_reading()  # no more pongs from this one
+            t0 = asyncio.get_running_loop().time()
+            await eventually(lambda: s.server.stats().clients == 1, timeout=STEP)
+            assert asyncio.get_running_loop().time() - t0 < 0.5 + 0.5 * TIMEOUT_SCALE
+            assert (await alive.request(type="ping", client_time=1))["type"] == "pong"
+            stats = [st for st in s.server.client_stats() if st.node_id]
+            assert stats[0].round_trip_us is not None and stats[0].round_trip_us > 0
+    run(main())
+
+
+def test_resume_returns_the_same_node_id_and_a_state() -> None:
+    """After a dropped socket, join with the session token gives the same node id."""
+    async def main() -> None:
+        async with live_server() as s:
+            a = await s.joined()
+            node, token = a.welcome["node_id"], a.welcome["session"]
+            assert a.ws.transport is not None
+            a.ws.transport.abort()  # the phone's socket dies (screen locked)
+            await eventually(lambda: s.server.stats().clients == 0)
+            back = await s.connect()
+            welcome = await back.join(s.code, session=token)
+            assert welcome["node_id"] == node and welcome["session"] != token
+            assert (await back.recv())["type"] == "state"
+            stranger = await s.connect()
+            fresh = await stranger.join(s.code, session="made-up")
+            assert fresh["type"] == "welcome" and fresh["node_id"] != node
+    run(main())
+
+
+def test_resume_while_the_old_socket_lingers_replaces_it() -> None:
+    """A phone back before its old socket died takes over; the old one is closed."""
+    async def main() -> None:
+        async with live_server() as s:
+            old = await s.joined()
+            new = await s.connect()
+            welcome = await new.join(s.code, session=old.welcome["session"])
+            assert welcome["node_id"] == old.welcome["node_id"]
+            assert await old.closed_code() == 1000
+            assert s.server.stats().clients == 1
+    run(main())
+
+
+def test_shutdown_returns_from_run_with_every_socket_closed() -> None:
+    """Shutdown: clients get closed, sockets close cleanly, run() returns."""
+    async def main() -> None:
+        producer, _ = net_buffer(64)
+        commands = CommandChannel()
+        server = WsServer(WsServerConfig(bind_addr=("127.0.0.1", 0)), producer, commands)
+        code = await commands.create_room()
+        task = asyncio.create_task(server.run())
+        await eventually(lambda: server.sockets != [])
+        url = f"ws://127.0.0.1:{server.port}"
+        conns = [await websockets.connect(url) for _ in range(3)]
+        await conns[0].send(orjson.dumps({"type": "join", "room_code": code}).decode())
+        await conns[0].recv()
+        await conns[0].recv()
+        await commands.send(ServerCommand.Shutdown())
+        await asyncio.wait_for(task, STEP)
+        assert orjson.loads(await conns[0].recv())["type"] == "closed"
+        for ws in conns:
+            await asyncio.wait_for(ws.wait_closed(), STEP)
+            assert ws.close_code == 1001
+            assert ws.transport is not None
+            ws.transport.abort()
+        assert server.stats().connections == 0
+    run(main())
+
+
+def test_cancelling_run_closes_everything() -> None:
+    """Cancelling run() also closes every connection and stops listening."""
+    async def main() -> None:
+        producer, _ = net_buffer(64)
+        server = WsServer(WsServerConfig(bind_addr=("127.0.0.1", 0)), producer)
+        task = asyncio.create_task(server.run())
+        await eventually(lambda: server.sockets != [])
+        ws = await websockets.connect(f"ws://127.0.0.1:{server.port}")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(ws.wait_closed(), STEP)
+        assert server.sockets == []
+        assert ws.transport is not None
+        ws.transport.abort()
+    run(main())
+
+
+def test_commands_from_a_plain_thread() -> None:
+    """A non-asyncio thread creates a room, broadcasts and shuts the server down."""
+    async def main() -> None:
+        async with live_server() as s:
+            result: dict[str, Any] = {}
+            c = await s.joined()
+
+            def host_thread() -> None:
+                result["code"] = s.commands.create_room_threadsafe(timeout=STEP)
+                s.commands.send_threadsafe(ServerCommand.BroadcastParam("gain", 0.125))
+
+            t = threading.Thread(target=host_thread)
+            t.start()
+            assert await c.recv() == {"type": "update", "param": "gain", "value": 0.125}
+            await asyncio.get_running_loop().run_in_executor(None, t.join, STEP)
+            assert result["code"] in s.server.rooms()
+    run(main())
+
+
+def test_commands_before_run_are_answered() -> None:
+    """The seed's Basic Usage: CreateRoom awaited before run() does not hang."""
+    async def main() -> None:
+        producer, _ = net_buffer(8)
+        commands = CommandChannel(4)
+        create = ServerCommand.CreateRoom()
+        await commands.send(create)  # even before the server exists
+        server = WsServer(WsServerConfig(bind_addr="127.0.0.1:0"), producer, commands)
+        code = await asyncio.wait_for(create, STEP)
+        assert code in server.rooms()
+        assert create.wait(0) == code
+        await commands.send(ServerCommand.Shutdown())
+        await asyncio.wait_for(server.run(), STEP)  # returns at once
+    run(main())
+
+
+def test_basic_usage_example_runs_as_written() -> None:
+    """examples/basic_server.py creates a room, prints it and serves a phone."""
+    example = Path(__file__).parent.parent / "examples" / "basic_server.py"
+    namespace = runpy.run_path(str(example), run_name="example")["main"].__globals__
+    servers: list[WsServer] = []
+    real_config = namespace["WsServerConfig"]
+
+    class RecordingServer(WsServer):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            servers.append(self)
+
+    namespace["WsServerConfig"] = lambda bind_addr: real_config(bind_addr="127.0.0.1:0")
+    namespace["WsServer"] = RecordingServer
+
+    async def main() -> None:
+        task = asyncio.create_task(namespace["main"]())
+        await eventually(lambda: bool(servers) and servers[0].sockets != [])
+        server = servers[0]
+        code = server.rooms()[0]
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}") as ws:
+            await ws.send(orjson.dumps({"type": "join", "room_code": code}).decode())
+            assert orjson.loads(await ws.recv())["type"] == "welcome"
+        await server.commands.send(ServerCommand.Shutdown())
+        await asyncio.wait_for(task, STEP)
+    run(main())
+
+
+# ---- load and slow clients ----------------------------------------------------------
+
+def test_a_client_that_stops_reading_delays_nobody() -> None:
+    """A stalled phone gets only bounded, coalesced traffic; the others keep flowing."""
+    async def main() -> None:
+        async with live_server(broadcast_capacity=8) as s:
+            stalled = await s.joined()
+            fine = await s.joined()
+            assert stalled.ws.transport is not None
+            stalled.ws.transport.pause_reading()
+            frame = [float(i) for i in range(10_000)]  # ~100 KB per frame
+            loop = asyncio.get_running_loop()
+            for i in range(300):  # 30 MB: more than any socket buffer holds
+                frame[0] = float(i)
+                t0 = loop.time()
+                await s.commands.send(ServerCommand.BroadcastVisualization(frame))
+                got = await fine.recv()
+                assert got["data"][0] == float(i)
+                assert loop.time() - t0 < 1.0 * TIMEOUT_SCALE
+            stats = {st.node_id: st for st in s.server.client_stats()}
+            assert stats[stalled.welcome["node_id"]].dropped > 100
+            assert stats[fine.welcome["node_id"]].dropped == 0
+    run(main())
+
+
+def test_hundred_phones_in_one_room_at_60_hz_all_reach_the_ring() -> None:
+    """100 clients × 60 Hz for 1.5 s: every message reaches the ring; echoes coalesce."""
+    async def main() -> None:
+        async with live_server(capacity=32768) as s:
+            clients = [await s.joined() for _ in range(100)]
+            received = [0] * len(clients)
+
+            async def reader(i: int) -> None:
+                ws = clients[i].ws
+                try:
+                    while True:
+                        await ws.recv()
+                        received[i] += 1
+                except websockets.ConnectionClosed:
+                    pass
+
+            readers = [asyncio.create_task(reader(i)) for i in range(len(clients))]
+            loop = asyncio.get_running_loop()
+            ticks = 90
+            start = loop.time()
+            for tick in range(ticks):
+                value = (tick % 100) / 100
+                frame = orjson.dumps({"type": "param", "param": "gain", "value": value}).decode()
+                for c in clients:
+                    await c.ws.send(frame)
+                delay = start + (tick + 1) / 60 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            total = ticks * len(clients)
+            await eventually(lambda: s.server.stats().accepted == total, timeout=STEP * 2)
+            stats = s.server.stats()
+            assert stats.refused == 0 and stats.ring_dropped == 0
+            assert len(drain(s.consumer)) == total
+            await asyncio.sleep(0.2)
+            for r in readers:
+                r.cancel()
+            # Without coalescing each phone would get 99 × 90 updates; the flush rate
+            # bounds it to about 60 per second per parameter.
+            elapsed = loop.time() - start
+            assert max(received) <= 60 * elapsed * 1.5 + 10
+            assert min(received) > 0
+    run(main(), timeout=120)
+
+
+def test_ring_overload_drops_and_counts_without_blocking() -> None:
+    """With the audio side stalled, the ring fills; extra messages are counted."""
+    async def main() -> None:
+        async with live_server(capacity=4) as s:
+            c = await s.joined()
+            for i in range(10):
+                await c.send(type="param", param="gain", value=i / 10)
+            assert (await c.request(type="ping", client_time=1))["type"] == "pong"
+            stats = s.server.stats()
+            assert (stats.accepted, stats.refused, stats.ring_dropped) == (4, 6, 6)
+    run(main())
+
+
+# ---- scheduling over the wire --------------------------------------------------------
+
+def test_event_with_at_arrives_in_its_block_at_the_right_sample() -> None:
+    """A param sent with at=T lands in the audio block containing T at frame (T-start)·sr."""
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            pong = await c.request(type="ping", client_time=0)
+            at = pong["server_time"] + 200_000  # 200 ms ahead
+            await c.send(type="param", param="gain", value=0.9, at=at)
+            await c.request(type="sync")
+            rate, size = 48_000, 256
+            block_us = size * 1_000_000 // rate
+            start = at - 3 * block_us - 1_234  # T falls in the 4th block from here
+            out = np.zeros(16, EVENT_DTYPE)
+            found = None
+            for k in range(8):
+                block_start = start + k * block_us
+                n = s.consumer.drain_block(out, block_start, rate, size)
+                if n:
+                    found = (k, block_start, out[:n].copy())
+                    break
+            assert found is not None
+            k, block_start, events = found
+            assert k == 3 and len(events) == 1
+            assert events[0]["timestamp_us"] == at and events[0]["flags"] == 1
+            assert events[0]["sample_offset"] == (at - block_start) * rate // 1_000_000
+            assert events[0]["payload"][0] == pytest.approx(0.9)
+    run(main())
