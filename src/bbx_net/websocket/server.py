@@ -425,9 +425,20 @@ class WsServer:
             value = spec.clamp(value)
         self._values[name] = value
         frame = encode_update(name, value)
-        now = self._now()
+        # The host sets its own pace: sent at once to every client that keeps up
+        # (superseding any older coalesced echo of this parameter), coalesced for
+        # slow ones.
+        fast = []
         for c in self._by_node.values():
-            self._queue_update(c, name, frame, now)
+            if c.queue or c.is_slow():
+                self._coalesce(c, name, frame)
+            else:
+                if c.pending is not None:
+                    c.pending.pop(name, None)
+                fast.append(c)
+                c.messages_out += 1
+        if fast:
+            broadcast([c.ws for c in fast], frame, text=True)
         self._notify(ParamEvent(name, value, None, None, None, self.clock.now_us(), True))
 
     def _broadcast_visualization(self, data: Any) -> None:
@@ -647,10 +658,15 @@ class WsServer:
             client.messages_out += 1
             broadcast((client.ws,), frame, text=True)
             return
+        self._coalesce(client, name, frame)
+
+    def _coalesce(self, client: _Client, name: str, frame: bytes) -> None:
+        """Keeps only the newest `update` per parameter until the client can take it."""
+        pending = client.pending
         if pending is None:
             pending = client.pending = {}
         if name in pending:
-            client.dropped += 1  # coalesced: the older value is superseded
+            client.dropped += 1  # the older value is superseded
         pending[name] = frame
         self._dirty.add(client)
 

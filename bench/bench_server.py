@@ -1,0 +1,310 @@
+"""Our server beside a plain websockets + json baseline, under the same load.
+
+Each server runs in its own process pinned to core 0; this script is the load
+generator, pinned to core 1 (a lean raw-socket client, see loadgen.py), and reports
+its own CPU too. For N = 10, 100, 500 clients (each in its own room, so no echo):
+  (a) ingest: params at 60 Hz per client, then unthrottled: messages/s accepted into
+      the ring (baseline: a SimpleQueue) and server CPU %;
+  (b) ping round trip p50/p99 of a probe client during the 60 Hz load;
+  (c) fan-out at 60 Hz of BroadcastParam and of a 64-float visualization:
+      deliveries/s and delivery latency p50/p99;
+  (d) join storm: all N connect and join at once, p99 time to welcome;
+  (e) server memory per joined idle client;
+and (f) one room of 100 phones all at 60 Hz with echo on.
+
+Run: python bench/bench_server.py [--quick]   (Linux: reads /proc for CPU and memory)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).parent))
+import loadgen  # noqa: E402
+
+HERE = Path(__file__).parent
+HOST = "127.0.0.1"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class ServerProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, rooms: list[str]) -> None:
+        self.proc, self.port, self.rooms = proc, port, rooms
+
+    async def ask(self, line: str, timeout: float = 120) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((line + "\n").encode())
+        await self.proc.stdin.drain()
+        reply = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        result: dict[str, Any] = json.loads(reply)
+        return result
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@contextlib.asynccontextmanager
+async def server(impl: str, rooms: int) -> AsyncIterator[ServerProcess]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE / "server_proc.py"), impl, str(rooms),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+        limit=2**24,
+    )
+    assert proc.stdout is not None
+    first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+    sp = ServerProcess(proc, first["port"], first["rooms"])
+    try:
+        yield sp
+    finally:
+        with contextlib.suppress(Exception):
+            assert proc.stdin is not None
+            proc.stdin.write(b"quit\n")
+            await proc.stdin.drain()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Window:
+    """Measures wall time, server CPU and our own CPU over a stretch of load."""
+
+    def __init__(self, sp: ServerProcess) -> None:
+        self.sp = sp
+
+    def __enter__(self) -> Window:
+        self.t0, self.c0, self.l0 = time.monotonic(), self.sp.cpu_seconds(), self_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.monotonic() - self.t0
+        self.server_cpu = 100 * (self.sp.cpu_seconds() - self.c0) / self.elapsed
+        self.loadgen_cpu = 100 * (self_cpu() - self.l0) / self.elapsed
+
+
+async def settle(sp: ServerProcess, timeout: float = 30.0) -> int:
+    """Waits until the server stops accepting (its backlog is drained)."""
+    last = -1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = (await sp.ask("stats"))["accepted"]
+        if now == last:
+            return now
+        last = now
+        await asyncio.sleep(0.3)
+    return last
+
+
+async def join_all(sp: ServerProcess, n: int, rooms: list[str],
+                   on_text: Any = None) -> tuple[list[loadgen.Client], list[float]]:
+    async def one(i: int) -> loadgen.Client:
+        return await loadgen.connect_and_join(HOST, sp.port, rooms[i % len(rooms)], on_text)
+
+    clients = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 120)
+    waits = [c.welcome.result() - c.t_connect for c in clients]
+    return clients, waits
+
+
+async def paced(clients: list[loadgen.Client], hz: float, seconds: float) -> int:
+    frames = [loadgen.json_frame(type="param", param="gain", value=i / 100) for i in range(100)]
+    sent = 0
+    start = time.monotonic()
+    ticks = int(hz * seconds)
+    for tick in range(ticks):
+        f = frames[tick % 100]
+        for c in clients:
+            c.write(f)
+        sent += len(clients)
+        delay = start + (tick + 1) / hz - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    return sent
+
+
+async def flood(clients: list[loadgen.Client], seconds: float) -> None:
+    batch = b"".join(loadgen.json_frame(type="param", param="gain", value=i / 100)
+                     for i in range(100))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for c in clients:
+            if c.buffered() < 16384:
+                c.write(batch)
+        await asyncio.sleep(0.001)
+
+
+async def probe_pings(probe: loadgen.Client, rtts: list[float], stop: asyncio.Event) -> None:
+    pending: dict[int, float] = {}
+
+    def on_text(_: loadgen.Client, payload: bytes, now: float) -> None:
+        if b'"pong"' in payload[:20]:
+            msg = orjson.loads(payload)
+            t = pending.pop(msg["client_time"], None)
+            if t is not None:
+                rtts.append((now - t) * 1000)
+
+    probe.on_text = on_text
+    seq = 0
+    while not stop.is_set():
+        seq += 1
+        pending[seq] = time.monotonic()
+        probe.write(loadgen.json_frame(type="ping", client_time=seq))
+        await asyncio.sleep(0.02)
+
+
+async def measure(impl: str, n: int, seconds: float) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with server(impl, n) as sp:
+        base_rss = (await sp.ask("stats"))["rss_kib"]
+        latencies: dict[str, list[float]] = {"viz": [], "probe": []}
+        counts = {"viz": 0, "probe": 0}
+
+        def on_text(_: loadgen.Client, payload: bytes, now: float) -> None:
+            if b'"visualization"' in payload[:30]:
+                counts["viz"] += 1
+                latencies["viz"].append((now - orjson.loads(payload)["data"][0]) * 1000)
+            elif b'"probe"' in payload:
+                counts["probe"] += 1
+                latencies["probe"].append((now - orjson.loads(payload)["value"]) * 1000)
+
+        # (d) join storm
+        clients, waits = await join_all(sp, n, sp.rooms, on_text)
+        out["join p99 ms"] = pct(waits, 0.99) * 1000
+        # (e) memory per idle client
+        await asyncio.sleep(1.0)
+        out["KiB/idle client"] = ((await sp.ask("stats"))["rss_kib"] - base_rss) / n
+        # (c) fan-out
+        for kind, name in (("param", "probe"), ("viz", "viz")):
+            with Window(sp) as w:
+                await sp.ask(f"{kind} 60 {seconds}")
+                await asyncio.sleep(0.3)
+            out[f"{kind} fan-out deliveries/s"] = counts[name] / w.elapsed
+            out[f"{kind} fan-out p50 ms"] = pct(latencies[name], 0.5)
+            out[f"{kind} fan-out p99 ms"] = pct(latencies[name], 0.99)
+        # (a) + (b) paced ingest with a probe
+        probe = await loadgen.connect_and_join(HOST, sp.port, sp.rooms[0])
+        rtts: list[float] = []
+        stop = asyncio.Event()
+        pinger = asyncio.create_task(probe_pings(probe, rtts, stop))
+        a0 = (await sp.ask("stats"))["accepted"]
+        with Window(sp) as w:
+            await paced(clients, 60, seconds)
+        stop.set()
+        await pinger
+        a1 = await settle(sp)
+        out["60 Hz accepted msg/s"] = (a1 - a0) / w.elapsed
+        out["60 Hz server CPU %"] = w.server_cpu
+        out["60 Hz loadgen CPU %"] = w.loadgen_cpu
+        out["probe p50 ms"] = pct(rtts, 0.5)
+        out["probe p99 ms"] = pct(rtts, 0.99)
+        # (a) unthrottled
+        with Window(sp) as w:
+            await flood(clients, seconds)
+            a2 = (await sp.ask("stats"))["accepted"]
+        out["max accepted msg/s"] = (a2 - a1) / w.elapsed
+        out["max server CPU %"] = w.server_cpu
+        out["max loadgen CPU %"] = w.loadgen_cpu
+        for c in clients + [probe]:
+            c.close()
+    return out
+
+
+async def one_room(impl: str, seconds: float) -> dict[str, float]:
+    async with server(impl, 1) as sp:
+        clients, _ = await join_all(sp, 100, sp.rooms)
+        probe = await loadgen.connect_and_join(HOST, sp.port, sp.rooms[0])
+        rtts: list[float] = []
+        stop = asyncio.Event()
+        pinger = asyncio.create_task(probe_pings(probe, rtts, stop))
+        a0 = (await sp.ask("stats"))["accepted"]
+        with Window(sp) as w:
+            sent = await paced(clients, 60, seconds)
+            a1 = (await sp.ask("stats"))["accepted"]
+        stop.set()
+        await pinger
+        total = await settle(sp)
+        for c in clients + [probe]:
+            c.close()
+        return {
+            "(f) accepted msg/s during load": (a1 - a0) / w.elapsed,
+            "(f) accepted / sent": (total - a0) / sent,
+            "(f) server CPU %": w.server_cpu,
+            "(f) probe p99 ms": pct(rtts, 0.99),
+        }
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    keys: list[str] = []
+    for r in results.values():
+        keys += [k for k in r if k not in keys]
+    groups = sorted({g.split(":")[1] for g in results})
+    lines = []
+    for g in groups:
+        lines.append(f"\n### {g}\n")
+        lines.append("| measure | ours | baseline | ours/baseline |")
+        lines.append("|---|---:|---:|---:|")
+        ours, base = results.get(f"ours:{g}", {}), results.get(f"baseline:{g}", {})
+        for k in keys:
+            if k in ours or k in base:
+                o, b = ours.get(k, float("nan")), base.get(k, float("nan"))
+                ratio = o / b if b else float("nan")
+                lines.append(f"| {k} | {o:.2f} | {b:.2f} | {ratio:.2f}x |")
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N = 10, 100 only, 2 s windows")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {1})
+    sizes = [10, 100] if args.quick else [10, 100, 500]
+    seconds = 2.0 if args.quick else 3.0
+    results: dict[str, dict[str, float]] = {}
+    for n in sizes:
+        for impl in ("ours", "baseline"):
+            print(f"measuring {impl} with {n} clients...", file=sys.stderr)
+            results[f"{impl}:N={n:>3}"] = await measure(impl, n, seconds)
+    for impl in ("ours", "baseline"):
+        print(f"measuring {impl}, one room of 100 at 60 Hz...", file=sys.stderr)
+        results[f"{impl}:one room x100"] = await one_room(impl, seconds)
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())

@@ -1,0 +1,176 @@
+"""One server under test, in its own process, steered through stdin (bench_server.py).
+
+Usage: python bench/server_proc.py ours|baseline ROOMS
+Prints one JSON line {"port", "rooms"} once listening, then answers stdin lines:
+  stats                     -> {"accepted", "rss_kib", "clients"}
+  viz HZ SECONDS            -> 64-float visualization broadcasts; data[0] = send time
+  param HZ SECONDS          -> BroadcastParam("probe", send time)
+  quit
+Send times are time.monotonic() (system-wide on Linux), so the load generator can
+compute delivery latency. An audio-like thread drains the ring / queue every 2 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def say(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def run_ours(n_rooms: int) -> None:
+    from bbx_net import MESSAGE_DTYPE, net_buffer
+    from bbx_net.websocket import (
+        CommandChannel,
+        RoomConfig,
+        ServerCommand,
+        WsServer,
+        WsServerConfig,
+    )
+
+    producer, consumer = net_buffer(65536)
+    commands = CommandChannel(1024)
+    config = WsServerConfig(bind_addr=("127.0.0.1", 0), max_rooms=5000,
+                            room=RoomConfig(max_clients=1000),
+                            join_burst=1_000_000, join_per_hour=1e9)
+    server = WsServer(config, producer, commands)
+    codes = [await commands.create_room() for _ in range(n_rooms)]
+    await server.start()
+    stop = threading.Event()
+
+    def audio() -> None:
+        out = np.zeros(4096, MESSAGE_DTYPE)
+        while not stop.is_set():
+            time.sleep(0.002)
+            while consumer.drain_into(out) == len(out):
+                pass
+
+    threading.Thread(target=audio, daemon=True).start()
+    loop = asyncio.get_running_loop()
+
+    def broadcast(kind: str, hz: float, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        next_t = time.monotonic()
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if kind == "viz":
+                data = [now] + [0.5] * 63
+                commands.send_threadsafe(ServerCommand.BroadcastVisualization(data))
+            else:
+                commands.send_threadsafe(ServerCommand.BroadcastParam("probe", now))
+            next_t += 1 / hz
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+    def stats() -> dict[str, Any]:
+        st = server.stats()
+        return {"accepted": st.accepted, "rss_kib": rss_kib(), "clients": st.clients}
+
+    say({"port": server.port, "rooms": codes})
+    await control(loop, broadcast, stats)
+    stop.set()
+    await server.stop()
+
+
+async def run_baseline(n_rooms: int) -> None:
+    from baseline_server import BaselineServer, serve
+
+    impl = BaselineServer()
+    codes = [impl.create_room() for _ in range(n_rooms)]
+    ws_server = await serve(impl, "127.0.0.1", 0)
+    port = ws_server.sockets[0].getsockname()[1]
+    stop = threading.Event()
+
+    def audio() -> None:
+        while not stop.is_set():
+            time.sleep(0.002)
+            impl.drain_audio_queue()
+
+    threading.Thread(target=audio, daemon=True).start()
+    loop = asyncio.get_running_loop()
+
+    def broadcast(kind: str, hz: float, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        next_t = time.monotonic()
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if kind == "viz":
+                msg = {"type": "visualization", "data": [now] + [0.5] * 63}
+            else:
+                msg = {"type": "update", "param": "probe", "value": now}
+            asyncio.run_coroutine_threadsafe(impl.broadcast(msg), loop)
+            next_t += 1 / hz
+            time.sleep(max(0.0, next_t - time.monotonic()))
+
+    def stats() -> dict[str, Any]:
+        clients = sum(len(m) for m in impl.rooms.values())
+        return {"accepted": impl.accepted, "rss_kib": rss_kib(), "clients": clients}
+
+    say({"port": port, "rooms": codes})
+    await control(loop, broadcast, stats)
+    stop.set()
+    ws_server.close()
+
+
+async def control(loop: asyncio.AbstractEventLoop, broadcast: Any, stats: Any) -> None:
+    """Reads commands from stdin on a thread; answers on stdout."""
+    done = asyncio.Event()
+
+    def reader() -> None:
+        for line in sys.stdin:
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0] == "quit":
+                break
+            if parts[0] == "stats":
+                fut = asyncio.run_coroutine_threadsafe(_call(stats), loop)
+                say(fut.result(30))
+            elif parts[0] in ("viz", "param"):
+                broadcast(parts[0], float(parts[1]), float(parts[2]))
+                say({"done": parts[0]})
+        loop.call_soon_threadsafe(done.set)
+
+    threading.Thread(target=reader, daemon=True).start()
+    await done.wait()
+
+
+async def _call(fn: Any) -> Any:
+    return fn()
+
+
+def main() -> None:
+    impl, n_rooms = sys.argv[1], int(sys.argv[2])
+    coro = run_ours(n_rooms) if impl == "ours" else run_baseline(n_rooms)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        if impl == "ours":
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(coro)
+        else:
+            asyncio.run(coro)  # the typical user: default loop
+
+
+if __name__ == "__main__":
+    main()
