@@ -596,3 +596,15 @@ def test_event_with_at_arrives_in_its_block_at_the_right_sample() -> None:
             assert events[0]["sample_offset"] == (at - block_start) * rate // 1_000_000
             assert events[0]["payload"][0] == pytest.approx(0.9)
     run(main())
+
+
+def test_fragmented_messages_are_handled_in_order() -> None:
+    """A message sent in fragments works like a whole one (the assembler path)."""
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            await c.ws.send(['{"type": "ping", ', '"client_time": 42}'])
+            assert (await c.recv())["client_time"] == 42
+            await c.ws.send(["not ", "json"])
+            assert (await c.recv())["code"] == "INVALID_MESSAGE"
+    run(main())

@@ -287,13 +287,19 @@ def encode_welcome(node_id: str, server_time: int, session: str | None = None) -
     return orjson.dumps(msg)
 
 
-def encode_state(params: Iterable[ParamState]) -> bytes:
-    """`state`: every declared parameter with its current value and range."""
-    return orjson.dumps({
+def encode_state(params: Iterable[ParamState], triggers: Sequence[str] = ()) -> bytes:
+    """`state`: every declared parameter with its current value and range.
+
+    `triggers` (an extra field, for control pages) lists the declared trigger names.
+    """
+    msg: dict[str, Any] = {
         "type": "state",
         "params": [{"name": p.name, "value": p.value, "min": p.min, "max": p.max}
                    for p in params],
-    })
+    }
+    if triggers:
+        msg["triggers"] = list(triggers)
+    return orjson.dumps(msg)
 
 
 def encode_update(param: str, value: float) -> bytes:

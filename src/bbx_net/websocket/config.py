@@ -85,6 +85,8 @@ class WsServerConfig:
         broadcast_capacity: frames queued per client before stale ones are dropped.
         room: room options (code length, expiration, max clients).
         params: declared parameters; when non-empty, other names are refused.
+        triggers: trigger names to offer as pads on control pages (any name is still
+            accepted from clients).
         max_message_size: largest frame accepted, in bytes (larger closes with 1009).
         max_connections: open WebSocket connections allowed (more get SERVER_FULL).
         max_rooms: rooms that may exist at once.
@@ -109,6 +111,7 @@ class WsServerConfig:
     broadcast_capacity: int = 256
     room: RoomConfig = field(default_factory=RoomConfig)
     params: tuple[ParamSpec, ...] | list[ParamSpec] = ()
+    triggers: tuple[str, ...] | list[str] = ()
     max_message_size: int = 64 * 1024
     max_connections: int = 10_000
     max_rooms: int = 1000
@@ -141,6 +144,10 @@ class WsServerConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"parameter names must be unique: {names}")
         object.__setattr__(self, "params", tuple(self.params))
+        triggers = tuple(self.triggers)
+        if not all(isinstance(t, str) and 0 < len(t) <= 128 for t in triggers):
+            raise ValueError(f"trigger names must be non-empty strings: {triggers}")
+        object.__setattr__(self, "triggers", triggers)
 
     @property
     def host(self) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from .._clock import ClockSync, OffsetEstimator
@@ -139,6 +140,29 @@ class ServerStats:
     internal_errors: int
 
 
+class _Connection(ServerConnection):
+    """A connection that hands each complete data frame to the server at once.
+
+    websockets would queue frames for the handler task and wake it per message; here
+    `process_event` (called from `data_received`) passes them straight to
+    `WsServer._on_frame`, in order, with no task switch. Fragmented messages still go
+    through websockets' assembler and reach the handler's `async for`.
+    """
+
+    bbx_server: WsServer | None = None  # set by the factory in WsServer.start
+    bbx_client: _Client | None = None
+
+    def process_event(self, event: Any) -> None:
+        server = self.bbx_server
+        if (server is not None and self.request is not None and isinstance(event, Frame)
+                and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY)):
+            client = server._client_for(self)
+            if not client.closing and not client.rejected:
+                server._on_frame(client, event.data, event.opcode is Opcode.BINARY)
+            return
+        super().process_event(event)
+
+
 def _abort_if_open(ws: ServerConnection) -> None:
     """The close handshake did not finish in time: drop the TCP connection."""
     if ws.protocol.state is not State.CLOSED and ws.transport is not None:
@@ -151,7 +175,7 @@ class _Client:
     __slots__ = (
         "ws", "address", "seat", "node_str", "room_code", "error_tokens", "error_time",
         "errors", "messages_in", "messages_out", "dropped", "pending", "viz", "queue",
-        "last_flush", "last_pong", "rtt_us", "estimator", "closing", "replaced",
+        "last_flush", "last_pong", "rtt_us", "estimator", "closing", "replaced", "rejected",
     )
 
     def __init__(self, ws: ServerConnection, address: str, budget: int, now: float) -> None:
@@ -175,6 +199,7 @@ class _Client:
         self.estimator: OffsetEstimator | None = None
         self.closing = False
         self.replaced = False
+        self.rejected = False  # over max_connections: told SERVER_FULL, then closed
 
     def is_slow(self) -> bool:
         transport = self.ws.transport
@@ -296,8 +321,14 @@ class WsServer:
         origins: Any = None
         if self.config.allowed_origins is not None:
             origins = [None if o in ("", "null") else o for o in self.config.allowed_origins]
+        owner = self
+
+        class Connection(_Connection):
+            bbx_server = owner
+
         self._server = await serve(
             self._handle, host or None, port,
+            create_connection=Connection,
             process_request=static.process_request if static else None,
             origins=origins,
             compression=None,  # tiny JSON: deflate costs memory and CPU for nothing
@@ -467,37 +498,55 @@ class WsServer:
 
     # ---- connections -----------------------------------------------------------------
 
+    def _client_for(self, ws: ServerConnection) -> _Client:
+        """The per-connection state, created on the connection's first event."""
+        client = getattr(ws, "bbx_client", None)
+        if client is None:
+            peer = ws.remote_address
+            address = str(peer[0]) if peer else "?"
+            client = _Client(ws, address, self.config.error_budget, self._now())
+            if len(self._connections) >= self.config.max_connections:
+                client.rejected = True
+            else:
+                self._connections.add(client)
+            ws.bbx_client = client  # type: ignore[attr-defined]
+        return client
+
     async def _handle(self, ws: ServerConnection) -> None:
-        peer = ws.remote_address
-        address = str(peer[0]) if peer else "?"
-        now = self._now()
-        client = _Client(ws, address, self.config.error_budget, now)
-        if len(self._connections) >= self.config.max_connections:
+        client = self._client_for(ws)
+        if client.rejected:
             self._send(client, encode_error(SERVER_FULL, "Server is full, try again later"))
             await ws.close(_TRY_LATER, "server full")
             return
-        self._connections.add(client)
         try:
+            # Complete frames are handled in _Connection.process_event; only
+            # fragmented messages arrive here.
             async for frame in ws:
-                self._on_frame(client, frame)
                 if client.closing:
                     break
+                self._on_frame(client, frame, not isinstance(frame, str))
         except ConnectionClosed:
             pass
         except Exception:
             self._internal_errors += 1
-            logger.exception("connection handler failed for %s", address)
+            logger.exception("connection handler failed for %s", client.address)
         finally:
-            self._connections.discard(client)
-            self._dirty.discard(client)
-            if client.seat is not None and not client.replaced:
-                self._rooms.drop(client.seat.node_id, time.monotonic())
-            self._detach(client)
+            await self._closed(client)
 
-    def _on_frame(self, client: _Client, frame: str | bytes) -> None:
+    async def _closed(self, client: _Client) -> None:
+        """The connection is over: wait for the socket, then release the client."""
+        with contextlib.suppress(Exception):
+            await client.ws.wait_closed()
+        self._connections.discard(client)
+        self._dirty.discard(client)
+        if client.seat is not None and not client.replaced:
+            self._rooms.drop(client.seat.node_id, time.monotonic())
+        self._detach(client)
+
+    def _on_frame(self, client: _Client, frame: str | bytes, binary: bool) -> None:
         client.messages_in += 1
         try:
-            message = parse_client_message(frame, binary=not isinstance(frame, str))
+            message = parse_client_message(frame, binary=binary)
             if isinstance(message, Param):
                 self._on_param(client, message)
             elif isinstance(message, Trigger):
@@ -727,7 +776,7 @@ class WsServer:
             spec = self._specs.get(name)
             if spec is not None:
                 states.append(ParamState(name, value, spec.min, spec.max))
-        return encode_state(states)
+        return encode_state(states, self.config.triggers)
 
     def _notify(self, event: ParamEvent | TriggerEvent) -> None:
         for listener in self._listeners:

@@ -1,0 +1,399 @@
+"""`bbx-net serve`: a server with a room, the phone page, a QR code and a demo audio side.
+
+    bbx-net serve                       # demo parameters, 0.0.0.0:8080
+    bbx-net serve --params show.toml    # your parameters and trigger pads
+    bbx-net serve --param freq=440:20:2000 --trigger kick --port 9000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from . import EVENT_DTYPE, MessageType, __version__, hash_param_name, net_buffer
+from ._ring import NetBufferConsumer
+from .errors import BbxNetError
+from .websocket import (
+    CommandChannel,
+    ParamSpec,
+    RoomConfig,
+    ServerCommand,
+    WsServer,
+    WsServerConfig,
+)
+from .websocket import run as run_event_loop
+
+__all__ = ["ParamFileError", "build_parser", "lan_urls", "load_param_file", "main",
+           "parse_param_flag"]
+
+logger = logging.getLogger(__name__)
+
+DEMO_PARAMS = (
+    ParamSpec("gain", 0.8, 0.0, 1.0),
+    ParamSpec("freq", 440.0, 20.0, 2000.0),
+    ParamSpec("cutoff", 0.5, 0.0, 1.0),
+    ParamSpec("pan", 0.0, -1.0, 1.0),
+)
+DEMO_TRIGGERS = ("kick", "snare")
+
+
+class ParamFileError(BbxNetError):
+    """A parameter file that cannot be used; the message names the file and line."""
+
+
+# ---- parameters from files and flags --------------------------------------------------
+
+def _line_of(text: str, needle: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    return None
+
+
+def load_param_file(path: Path) -> tuple[list[ParamSpec], list[str]]:
+    """Reads declared parameters and trigger names from a .json or .toml file.
+
+    JSON: `{"params": [{"name": "gain", "value": 0.8, "min": 0, "max": 1}],
+    "triggers": ["kick"]}` (or just the list of params). TOML: `triggers = [...]` and
+    one `[[params]]` table per parameter.
+
+    Raises:
+        ParamFileError: unreadable, malformed, or an entry is invalid (with its line).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParamFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    data: Any
+    if path.suffix.lower() == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ParamFileError(f"{path}: invalid TOML: {exc}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ParamFileError(
+                f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (line {exc.lineno}, "
+                f"column {exc.colno})"
+            ) from None
+    if isinstance(data, list):
+        data = {"params": data}
+    if not isinstance(data, dict):
+        raise ParamFileError(f"{path}: expected an object with 'params' and 'triggers'")
+    unknown = set(data) - {"params", "triggers"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ParamFileError(f"{path}:{_line_of(text, key) or 1}: unknown key {key!r} "
+                             "(expected 'params' and 'triggers')")
+    raw_params = data.get("params", [])
+    if not isinstance(raw_params, list):
+        raise ParamFileError(f"{path}:{_line_of(text, 'params') or 1}: 'params' must be a list")
+    params: list[ParamSpec] = []
+    for i, entry in enumerate(raw_params):
+        where = f"params[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ParamFileError(f"{path}:{_line_of(text, 'params') or 1}: {where} needs a "
+                                 "string 'name'")
+        name = entry["name"]
+        line = _line_of(text, f'"{name}"') or _line_of(text, name) or 1
+        extra = set(entry) - {"name", "value", "min", "max"}
+        if extra:
+            raise ParamFileError(f"{path}:{line}: {where} ({name!r}): unknown field "
+                                 f"{sorted(extra)[0]!r}")
+        lo, hi = entry.get("min", 0.0), entry.get("max", 1.0)
+        value = entry.get("value", lo)
+        try:
+            params.append(ParamSpec(name, value, lo, hi))
+        except (ValueError, TypeError) as exc:
+            raise ParamFileError(f"{path}:{line}: {where} ({name!r}): {exc}") from None
+    triggers = data.get("triggers", [])
+    if not isinstance(triggers, list) or not all(isinstance(t, str) and t for t in triggers):
+        raise ParamFileError(f"{path}:{_line_of(text, 'triggers') or 1}: 'triggers' must be "
+                             "a list of names")
+    names = [p.name for p in params]
+    for name in names:
+        if names.count(name) > 1:
+            raise ParamFileError(f"{path}:{_line_of(text, name) or 1}: parameter {name!r} "
+                                 "is declared twice")
+    return params, triggers
+
+
+def parse_param_flag(text: str) -> ParamSpec:
+    """`NAME=VALUE[:MIN:MAX]` (range 0..1 when omitted) as a ParamSpec.
+
+    Raises:
+        argparse.ArgumentTypeError: the flag is malformed.
+    """
+    name, sep, rest = text.partition("=")
+    parts = rest.split(":") if sep else []
+    try:
+        if not name or len(parts) not in (1, 3):
+            raise ValueError("expected NAME=VALUE or NAME=VALUE:MIN:MAX")
+        numbers = [float(p) for p in parts]
+        value = numbers[0]
+        lo, hi = (numbers[1], numbers[2]) if len(numbers) == 3 else (0.0, 1.0)
+        return ParamSpec(name, value, lo, hi)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--param {text!r}: {exc}") from None
+
+
+# ---- network addresses ----------------------------------------------------------------
+
+def lan_addresses() -> list[str]:
+    """This machine's IPv4 addresses that phones on the LAN can reach (best effort)."""
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        # A UDP "connect" sends nothing; it only asks the kernel which source address
+        # the default route would use.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            found.append(s.getsockname()[0])
+    with contextlib.suppress(OSError):
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            found.append(str(info[4][0]))
+    lan = [a for a in dict.fromkeys(found) if not a.startswith("127.")]
+    return lan or ["127.0.0.1"]
+
+
+def lan_urls(host: str, port: int, code: str, secure: bool = False) -> list[str]:
+    """The links to show the audience: every reachable address, room code included."""
+    scheme = "https" if secure else "http"
+    hosts = lan_addresses() if host in ("0.0.0.0", "", "::") else [host]
+    return [f"{scheme}://{h}:{port}/?room={code}" for h in hosts]
+
+
+def print_qr(url: str, out: TextIO) -> None:
+    try:
+        import segno
+    except ImportError:
+        out.write("  (pip install 'bbx_net[qr]' to show a QR code here)\n")
+        return
+    segno.make(url, error="m").terminal(out=out, compact=True)
+
+
+# ---- the demo audio side ----------------------------------------------------------------
+
+@dataclass
+class AudioMonitor:
+    """Drains the ring like an audio callback and keeps what it applied.
+
+    Runs on its own thread at the block rate (sample_rate / block_size), calling the
+    consumer's `drain_block`, which runs the C drain with the GIL released.
+    """
+
+    consumer: NetBufferConsumer
+    server: WsServer
+    sample_rate: int = 48_000
+    block_size: int = 256
+    names: dict[int, str] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+    triggers: int = 0
+    last_trigger: str = ""
+    blocks: int = 0
+    late_blocks: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def name_of(self, h: int) -> str:
+        return self.names.get(h, f"#{h:08x}")
+
+    def run(self) -> None:
+        events = np.zeros(256, EVENT_DTYPE)
+        period = self.block_size / self.sample_rate
+        clock = self.server.clock
+        next_block = time.perf_counter()
+        while not self._stop.is_set():
+            start_us = clock.tick()
+            n = self.consumer.drain_block(events, start_us, self.sample_rate, self.block_size)
+            for ev in events[:n]:
+                name = self.name_of(int(ev["param_hash"]))
+                if ev["type"] == MessageType.PARAMETER_CHANGE:
+                    self.values[name] = float(ev["payload"][0])
+                elif ev["type"] == MessageType.TRIGGER:
+                    self.triggers += 1
+                    self.last_trigger = name
+            self.blocks += 1
+            next_block += period
+            delay = next_block - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                self.late_blocks += 1
+                next_block = time.perf_counter()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def line(self) -> str:
+        values = " ".join(f"{k}={v:.3g}" for k, v in self.values.items())
+        st = self.server.stats()
+        trig = f"triggers {self.triggers}" + (f" (last {self.last_trigger})"
+                                               if self.last_trigger else "")
+        return (f"{values} | {trig} | clients {st.clients} | ring {st.ring_len}/"
+                f"{st.ring_capacity} dropped {st.ring_dropped} | late blocks "
+                f"{self.late_blocks}")
+
+
+# ---- serve ------------------------------------------------------------------------------
+
+async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
+    params, triggers = list(DEMO_PARAMS), list(DEMO_TRIGGERS)
+    if args.params is not None:
+        params, triggers = load_param_file(args.params)
+    if args.param:
+        by_name = {p.name: p for p in params}
+        for p in args.param:
+            by_name[p.name] = p
+        params = list(by_name.values())
+    if args.trigger:
+        triggers = list(dict.fromkeys([*triggers, *args.trigger]))
+    config = WsServerConfig(
+        bind_addr=(args.host, args.port),
+        params=params,
+        triggers=triggers,
+        room=RoomConfig(code_length=args.code_length, expiration=args.expiration,
+                        max_clients=args.max_clients),
+    )
+    producer, consumer = net_buffer(args.capacity)
+    commands = CommandChannel()
+    server = WsServer(config, producer, commands)
+    code = await commands.create_room()
+    await server.start()
+
+    monitor = AudioMonitor(consumer, server, args.sample_rate, args.block_size)
+    for name in [p.name for p in params] + triggers + ["xy"]:
+        monitor.names[hash_param_name(name)] = name
+    monitor.values.update({p.name: p.value for p in params})
+    audio = threading.Thread(target=monitor.run, name="bbx-demo-audio", daemon=True)
+    audio.start()
+
+    urls = lan_urls(args.host, server.port, code)
+    out.write(f"\nbbx_net {__version__}: room {code}\n\n")
+    out.write("  Phones: join on the same network at\n")
+    for url in urls:
+        out.write(f"    {url}\n")
+    out.write("\n")
+    if not args.no_qr:
+        print_qr(urls[0], out)
+    described = ", ".join(f"{p.name} {p.value:g} [{p.min:g}..{p.max:g}]" for p in params)
+    out.write(f"\n  Parameters: {described}\n")
+    out.write(f"  Trigger pads: {', '.join(triggers) or '(none)'}; XY pad sends 'xy'\n")
+    out.write(f"  Audio side: {args.sample_rate} Hz, {args.block_size}-frame blocks, "
+              f"ring of {args.capacity}\n  Ctrl-C to stop.\n\n")
+    out.flush()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, commands.try_send, ServerCommand.Shutdown())
+
+    async def show() -> None:
+        live = out.isatty() and not args.no_monitor
+        while True:
+            await asyncio.sleep(0.5 if live else 5.0)
+            if args.no_monitor:
+                continue
+            if live:
+                out.write("\r\x1b[2K" + monitor.line()[:200])
+            else:
+                out.write(monitor.line() + "\n")
+            out.flush()
+
+    shower = asyncio.create_task(show())
+    try:
+        await server.run()
+    finally:
+        shower.cancel()
+        monitor.stop()
+        audio.join(2.0)
+        out.write(f"\nstopped: {monitor.line()}\n")
+        out.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bbx-net",
+        description="Phones steer a live audio process over WebSocket.",
+    )
+    parser.add_argument("--version", action="version", version=f"bbx_net {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    s = sub.add_parser(
+        "serve", help="start a server with a room, the phone page and a demo audio side",
+        description="Start a server, create a room, print its code, the LAN links and a "
+                    "QR code, and show what the audio side receives.",
+    )
+    s.add_argument("--host", default="0.0.0.0",
+                   help="address to listen on (default 0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=8080,
+                   help="TCP port for the page and the WebSocket (default 8080; 0 = any)")
+    s.add_argument("--params", type=Path, metavar="FILE",
+                   help="parameters and trigger pads from a .json or .toml file "
+                        "(default: a demo set)")
+    s.add_argument("--param", type=parse_param_flag, action="append", metavar="NAME=V[:MIN:MAX]",
+                   help="declare or override a parameter (repeatable), e.g. freq=440:20:2000")
+    s.add_argument("--trigger", action="append", metavar="NAME",
+                   help="add a trigger pad (repeatable)")
+    s.add_argument("--capacity", type=int, default=4096,
+                   help="ring capacity in messages (default 4096)")
+    s.add_argument("--sample-rate", type=int, default=48_000,
+                   help="demo audio side's sample rate in Hz (default 48000)")
+    s.add_argument("--block-size", type=int, default=256,
+                   help="demo audio side's block size in frames (default 256)")
+    s.add_argument("--code-length", type=int, default=4,
+                   help="digits in the room code (default 4)")
+    s.add_argument("--expiration", type=float, default=24 * 3600.0,
+                   help="seconds before the room closes itself (default 86400)")
+    s.add_argument("--max-clients", type=int, default=100,
+                   help="phones per room (default 100)")
+    s.add_argument("--no-qr", action="store_true", help="do not print a QR code")
+    s.add_argument("--no-monitor", action="store_true",
+                   help="do not print the live line of what the audio side receives")
+    s.add_argument("-v", "--verbose", action="store_true", help="log connections")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    for name, value in (("--sample-rate", args.sample_rate), ("--block-size", args.block_size),
+                        ("--capacity", args.capacity)):
+        if value < 1:
+            parser.error(f"{name} must be positive")
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be 0..65535")
+    try:
+        run_event_loop(serve(args))
+    except ParamFileError as exc:
+        print(f"bbx-net: {exc}", file=sys.stderr)
+        return 2
+    except (BbxNetError, ValueError) as exc:
+        print(f"bbx-net: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"bbx-net: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

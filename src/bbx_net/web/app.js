@@ -1,0 +1,200 @@
+// The phone control page: join by code, then sliders, pads and an XY pad built from
+// the server's `state` message. Uses the same ES module any page can import.
+import { BbxClient } from "/bbx-client.js";
+
+const $ = (id) => document.getElementById(id);
+const screens = ["join-screen", "control-screen", "closed-screen"];
+let client = null;
+const sliders = new Map(); // name -> {input, output, dragging}
+
+function show(id) {
+  for (const s of screens) $(s).hidden = s !== id;
+}
+
+function setStatus(state, text) {
+  $("status").dataset.state = state;
+  $("status-text").textContent = text;
+}
+
+function wsUrl() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${proto}//${location.host}/`;
+}
+
+function format(v) {
+  return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(3);
+}
+
+function buildControls(state, triggers) {
+  const params = $("params");
+  params.replaceChildren();
+  sliders.clear();
+  for (const [name, p] of Object.entries(state)) {
+    if (p.min === undefined || p.max === undefined) continue;
+    const wrap = document.createElement("div");
+    wrap.className = "param";
+    const row = document.createElement("div");
+    row.className = "row";
+    const label = document.createElement("label");
+    label.textContent = name;
+    label.htmlFor = `param-${name}`;
+    const output = document.createElement("output");
+    output.textContent = format(p.value);
+    output.dataset.testid = `value-${name}`;
+    row.append(label, output);
+    const input = document.createElement("input");
+    input.type = "range";
+    input.id = `param-${name}`;
+    input.min = p.min;
+    input.max = p.max;
+    input.step = (p.max - p.min) / 1000 || "any";
+    input.value = p.value;
+    input.dataset.testid = `slider-${name}`;
+    const entry = { input, output, dragging: false, queued: false };
+    input.addEventListener("pointerdown", () => { entry.dragging = true; });
+    const release = () => { entry.dragging = false; };
+    input.addEventListener("pointerup", release);
+    input.addEventListener("pointercancel", release);
+    input.addEventListener("input", () => {
+      output.textContent = format(Number(input.value));
+      if (entry.queued) return; // one message per frame, the latest value
+      entry.queued = true;
+      requestAnimationFrame(() => {
+        entry.queued = false;
+        client?.setParam(name, Number(input.value));
+      });
+    });
+    wrap.append(row, input);
+    params.append(wrap);
+    sliders.set(name, entry);
+  }
+  const pads = $("pads");
+  pads.replaceChildren();
+  $("pads-title").hidden = triggers.length === 0;
+  for (const name of triggers) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = name;
+    b.dataset.testid = `pad-${name}`;
+    b.addEventListener("pointerdown", (ev) => {
+      ev.preventDefault();
+      client?.trigger(name);
+      b.classList.add("hit");
+      setTimeout(() => b.classList.remove("hit"), 120);
+    });
+    pads.append(b);
+  }
+}
+
+function setupXY() {
+  const pad = $("xy");
+  const puck = pad.querySelector(".puck");
+  let queued = null;
+  const send = (ev) => {
+    const r = pad.getBoundingClientRect();
+    const x = Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
+    const y = Math.min(1, Math.max(0, 1 - (ev.clientY - r.top) / r.height));
+    puck.style.left = `${x * 100}%`;
+    puck.style.top = `${(1 - y) * 100}%`;
+    if (queued) {
+      queued = { x, y };
+      return;
+    }
+    queued = { x, y };
+    requestAnimationFrame(() => {
+      client?.trigger("xy", { x: queued.x, y: queued.y });
+      queued = null;
+    });
+  };
+  pad.addEventListener("pointerdown", (ev) => {
+    pad.setPointerCapture(ev.pointerId);
+    send(ev);
+  });
+  pad.addEventListener("pointermove", (ev) => {
+    if (ev.buttons || ev.pointerType === "touch") send(ev);
+  });
+}
+
+async function join(code, name) {
+  $("join-error").textContent = "";
+  client?.disconnect();
+  client = new BbxClient({ url: wsUrl(), roomCode: code, clientName: name || undefined });
+  window.bbxClient = client; // handy from the console (and for tests)
+  client.on("state", (state) => buildControls(state, client.triggers));
+  client.on("update", (param, value) => {
+    const s = sliders.get(param);
+    if (!s) return;
+    s.output.textContent = format(value);
+    if (!s.dragging) s.input.value = value;
+  });
+  client.on("latency", (ms) => { $("latency").textContent = `${ms.toFixed(0)} ms`; });
+  client.on("connected", () => {
+    setStatus("connected", "connected");
+    $("reconnecting").hidden = true;
+    show("control-screen");
+  });
+  client.on("reconnecting", () => {
+    setStatus("reconnecting", "reconnecting…");
+    $("reconnecting").hidden = false;
+  });
+  client.on("disconnected", () => setStatus("offline", "disconnected"));
+  client.on("roomClosed", () => {
+    setStatus("closed", "room closed");
+    show("closed-screen");
+  });
+  client.on("error", (e) => {
+    if (e.code === "RECONNECT_FAILED") setStatus("offline", "offline");
+  });
+  setStatus("connecting", "connecting…");
+  try {
+    await client.connect();
+    const url = new URL(location.href);
+    url.searchParams.set("room", code);
+    history.replaceState(null, "", url);
+  } catch (err) {
+    const messages = {
+      INVALID_ROOM: "No room with that code. Check it and try again.",
+      ROOM_FULL: "That room is full.",
+      RATE_LIMITED: "Too many wrong codes. Wait a minute and try again.",
+      SERVER_FULL: "The server is full. Try again soon.",
+    };
+    if (err.code && messages[err.code]) {
+      client.disconnect();
+      setStatus("idle", "not connected");
+      $("join-error").textContent = messages[err.code];
+    } else {
+      // Server not reachable: keep trying with backoff instead of a blank page.
+      show("control-screen");
+      setStatus("reconnecting", "reconnecting…");
+      $("reconnecting").hidden = false;
+      client._scheduleRetry();
+    }
+  }
+}
+
+$("join-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const code = $("code").value.trim();
+  if (!/^[0-9]+$/.test(code)) {
+    $("join-error").textContent = "The code is the digits shown by the host.";
+    return;
+  }
+  join(code, $("name").value.trim());
+});
+
+$("rejoin").addEventListener("click", () => {
+  client?.disconnect();
+  client = null;
+  show("join-screen");
+  setStatus("idle", "not connected");
+});
+
+setupXY();
+const room = new URLSearchParams(location.search).get("room");
+if (room) $("code").value = room;
+if (room && /^[0-9]+$/.test(room)) join(room, "");
+
+if ("serviceWorker" in navigator && window.isSecureContext) {
+  navigator.serviceWorker.register("/sw.js").catch(() => {});
+}
+$("footer").textContent = window.isSecureContext ? "" : "Plain http: works, but cannot be installed as an app.";
