@@ -137,7 +137,10 @@ async function join(code, name) {
     setStatus("reconnecting", "reconnecting…");
     $("reconnecting").hidden = false;
   });
-  client.on("disconnected", () => setStatus("offline", "disconnected"));
+  client.on("disconnected", () => {
+    $("latency").textContent = "";
+    if ($("status").dataset.state !== "closed") setStatus("offline", "disconnected");
+  });
   client.on("roomClosed", () => {
     setStatus("closed", "room closed");
     show("closed-screen");

@@ -1,0 +1,316 @@
+"""The phone page and the browser client in real headless Chromium (Playwright).
+
+Chromium comes from Debian (`apt-get install chromium`, done by .ci/run); Playwright
+drives that executable, it never downloads a browser. A screenshot of the phone page
+is saved to test-artifacts/phone.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from bbx_net import MessageType, hash_param_name, net_buffer
+from bbx_net.websocket import (
+    CommandChannel,
+    ParamSpec,
+    ServerCommand,
+    WsServer,
+    WsServerConfig,
+)
+from conftest import TIMEOUT_SCALE
+
+T = TypeVar("T")
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+WAIT_MS = int(10_000 * TIMEOUT_SCALE)
+CHROMIUM = os.environ.get("BBX_CHROMIUM") or shutil.which("chromium") or shutil.which(
+    "chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+class ThreadServer:
+    """A WsServer on its own event-loop thread, as an audio host would run it."""
+
+    def __init__(self, **config: Any) -> None:
+        config.setdefault("params", [ParamSpec("gain", 0.5, 0.0, 1.0),
+                                     ParamSpec("freq", 440.0, 20.0, 2000.0)])
+        config.setdefault("triggers", ["kick"])
+        self.producer, self.consumer = net_buffer(4096)
+        self.commands = CommandChannel()
+        self.server = WsServer(WsServerConfig(bind_addr=("127.0.0.1", 0), **config),
+                               self.producer, self.commands)
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.server.start())
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        assert started.wait(10 * TIMEOUT_SCALE)
+        self.code = self.commands.create_room_threadsafe(timeout=10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}/"
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Runs fn on the server's loop thread and returns its result."""
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return fut.result(10 * TIMEOUT_SCALE)
+
+    def received(self, param: str, timeout: float = 10.0) -> list[float]:
+        """Values of `param` the audio side drained from the ring within `timeout`."""
+        wanted = hash_param_name(param)
+        values: list[float] = []
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
+        while time.monotonic() < deadline:
+            m = self.consumer.try_pop()
+            if m is None:
+                if values:
+                    break
+                time.sleep(0.02)
+                continue
+            if m.type == MessageType.PARAMETER_CHANGE and m.param_hash == wanted:
+                values.append(m.value)
+        return values
+
+    def crash(self) -> None:
+        """The server vanishes without a goodbye (power cut, network gone)."""
+        def cut() -> None:
+            for c in list(self.server._connections):
+                if c.ws.transport is not None:
+                    c.ws.transport.abort()
+            assert self.server._server is not None
+            self.server._server.close()
+        self.call(cut)
+        self.stop()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, driven by Playwright."""
+    assert CHROMIUM, "chromium is required for the browser tests (.ci/run installs it)"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadServer]:
+    s = ThreadServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    p = context.new_page()
+    p.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    context.close()
+    assert errors == [], errors
+
+
+def open_joined(page: Page, server: ThreadServer, code: str | None = None) -> None:
+    page.goto(f"{server.url}?room={code or server.code}")
+    expect(page.get_by_test_id("control-screen")).to_be_visible()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+
+
+def drag_slider_to(page: Page, name: str, fraction: float) -> None:
+    box = page.get_by_test_id(f"slider-{name}").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
+
+
+# ---- tests -----------------------------------------------------------------------------
+
+def test_join_by_code_and_a_slider_reaches_the_audio_side(page: Page,
+                                                          server: ThreadServer) -> None:
+    """Type the code, join, move a slider: the value is drained from the ring."""
+    page.goto(server.url)
+    page.get_by_test_id("code").fill(server.code)
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("slider-gain")).to_be_visible()
+    drag_slider_to(page, "gain", 0.9)
+    values = server.received("gain")
+    assert values and 0.8 < values[-1] <= 1.0
+    shown = float(page.get_by_test_id("value-gain").text_content() or "nan")
+    assert abs(shown - values[-1]) < 0.01
+
+
+def test_host_broadcast_moves_the_slider(page: Page, server: ThreadServer) -> None:
+    """BroadcastParam from the host sets the slider on the page."""
+    open_joined(page, server)
+    server.commands.send_threadsafe(ServerCommand.BroadcastParam("gain", 0.25))
+    expect(page.get_by_test_id("value-gain")).to_have_text("0.250")
+    assert float(page.get_by_test_id("slider-gain").input_value()) == pytest.approx(0.25)
+
+
+def test_two_pages_see_each_others_updates(browser: Browser, server: ThreadServer) -> None:
+    """A change on one phone moves the slider on the other."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        a, b = ctx.new_page(), ctx.new_page()
+        for p in (a, b):
+            p.set_default_timeout(WAIT_MS)
+            open_joined(p, server)
+        drag_slider_to(a, "freq", 0.5)
+        expected = float(a.get_by_test_id("slider-freq").input_value())
+        expect(b.get_by_test_id("value-freq")).to_have_text(f"{expected:.0f}")
+    finally:
+        ctx.close()
+
+
+def test_trigger_pad_and_xy_pad_reach_the_ring(page: Page, server: ThreadServer) -> None:
+    """Tapping a pad and the XY pad send triggers (the XY one with coordinates)."""
+    open_joined(page, server)
+    page.get_by_test_id("pad-kick").click()
+    box = page.get_by_test_id("xy").bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
+    got: dict[int, Any] = {}
+    deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+    while len(got) < 2 and time.monotonic() < deadline:
+        m = server.consumer.try_pop()
+        if m is None:
+            time.sleep(0.02)
+        elif m.type == MessageType.TRIGGER:
+            got[m.param_hash] = m
+    assert hash_param_name("kick") in got
+    xy = got[hash_param_name("xy")]
+    assert xy.x == pytest.approx(0.25, abs=0.05) and xy.y == pytest.approx(0.75, abs=0.05)
+
+
+def test_room_closed_screen(page: Page, server: ThreadServer) -> None:
+    """CloseRoom shows the closed screen."""
+    code = server.commands.create_room_threadsafe(timeout=10)
+    open_joined(page, server, code)
+    server.commands.send_threadsafe(ServerCommand.CloseRoom(code))
+    expect(page.get_by_test_id("closed-screen")).to_be_visible()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "closed")
+
+
+def test_wrong_code_says_so_and_the_retry_works(page: Page, server: ThreadServer) -> None:
+    """A wrong code shows an error on the join screen; the right one then joins."""
+    page.goto(server.url)
+    wrong = "0000" if server.code != "0000" else "0001"
+    page.get_by_test_id("code").fill(wrong)
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("join-error")).to_contain_text("No room with that code")
+    expect(page.get_by_test_id("join-screen")).to_be_visible()
+    page.get_by_test_id("code").fill(server.code)
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("control-screen")).to_be_visible()
+
+
+def test_reconnects_with_the_same_node_id(page: Page, server: ThreadServer) -> None:
+    """The server drops the socket; the page reconnects and keeps its node id."""
+    open_joined(page, server)
+    node = page.evaluate("window.bbxClient.nodeId")
+    assert node
+
+    def drop() -> None:
+        for c in list(server.server._connections):
+            if c.node_str == node and c.ws.transport is not None:
+                c.ws.transport.abort()
+
+    server.call(drop)
+    page.wait_for_function("() => window.bbxClient.isReconnecting || !window.bbxClient.isConnected")
+    page.wait_for_function("() => window.bbxClient.isConnected")
+    assert page.evaluate("window.bbxClient.nodeId") == node
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+
+
+def test_server_down_shows_reconnecting(page: Page, browser: Browser) -> None:
+    """When the server goes away the page says reconnecting…, not a blank page."""
+    lonely = ThreadServer()
+    try:
+        open_joined(page, lonely)
+    finally:
+        lonely.crash()
+    expect(page.get_by_test_id("reconnecting")).to_be_visible()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
+
+
+def test_to_server_time_agrees_with_the_server_clock(page: Page,
+                                                     server: ThreadServer) -> None:
+    """After a few pings, toServerTime(now) is within 5 ms of the server clock."""
+    open_joined(page, server)
+    page.evaluate("() => { window.bbxClient.pingInterval = 100; "
+                  "window.bbxClient._startPings(); }")
+    page.wait_for_function("() => window.bbxClient._samples.length >= 5")
+    clock = server.server.clock
+    errors = []
+    for _ in range(5):
+        before = clock.now_us()
+        estimate = page.evaluate("window.bbxClient.toServerTime(performance.now())")
+        after = clock.now_us()
+        # The page read its clock somewhere between `before` and `after`.
+        error = max(0, before - estimate, estimate - after)
+        errors.append(error)
+    assert min(errors) < 5_000, errors
+    assert page.evaluate("window.bbxClient.toLocalTime(window.bbxClient.toServerTime(1234.5))") \
+        == pytest.approx(1234.5)
+
+
+def test_phone_viewport_layout_and_screenshot(page: Page, server: ThreadServer) -> None:
+    """At 390×844: no horizontal scroll, every control ≥ 44 px tall; screenshot saved."""
+    open_joined(page, server)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    heights = page.evaluate("""() => [...document.querySelectorAll(
+        '#control-screen input, #control-screen button, #xy')]
+        .map(el => [el.dataset.testid || el.id, el.getBoundingClientRect().height])""")
+    assert heights and all(h >= 44 for _, h in heights), heights
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)
+    page.goto(server.url)  # the join screen too
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    for testid in ("code", "join"):
+        box = page.get_by_test_id(testid).bounding_box()
+        assert box is not None and box["height"] >= 44
+    page.screenshot(path=str(ARTIFACTS / "phone-join.png"))
+
+
+def test_page_files_are_served_with_their_types(page: Page, server: ThreadServer) -> None:
+    """The page, the client module, the manifest and the worker come from the package."""
+    for path, ctype in (("/", "text/html"), ("/bbx-client.js", "text/javascript"),
+                        ("/manifest.webmanifest", "application/manifest+json"),
+                        ("/sw.js", "text/javascript"), ("/icon.svg", "image/svg+xml")):
+        response = page.request.get(server.url.rstrip("/") + path)
+        assert response.status == 200 and response.headers["content-type"].startswith(ctype)
+    assert page.request.get(server.url + "../etc/passwd").status == 404
