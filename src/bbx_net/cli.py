@@ -306,7 +306,7 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     async def show() -> None:
         live = out.isatty() and not args.no_monitor
         while True:
-            await asyncio.sleep(0.5 if live else 5.0)
+            await asyncio.sleep(args.monitor_interval if live else args.monitor_interval * 10)
             if args.no_monitor:
                 continue
             if live:
@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-qr", action="store_true", help="do not print a QR code")
     s.add_argument("--no-monitor", action="store_true",
                    help="do not print the live line of what the audio side receives")
+    s.add_argument("--monitor-interval", type=float, default=0.5, metavar="SECONDS",
+                   help="refresh of the live line (default 0.5 s; 10x that when the "
+                        "output is not a terminal)")
     s.add_argument("-v", "--verbose", action="store_true", help="log connections")
     return parser
 
@@ -380,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ("--capacity", args.capacity)):
         if value < 1:
             parser.error(f"{name} must be positive")
+    if not args.monitor_interval > 0:
+        parser.error("--monitor-interval must be positive")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be 0..65535")
     try:

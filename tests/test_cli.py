@@ -1,0 +1,151 @@
+"""The bbx-net command line: parameter files, flags, and a real serve session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import websockets
+
+from bbx_net.cli import ParamFileError, build_parser, load_param_file, parse_param_flag
+from bbx_net.websocket import ParamSpec
+from conftest import TIMEOUT_SCALE
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_json_param_file(tmp_path: Path) -> None:
+    """A JSON file declares parameters (value defaults to min) and trigger pads."""
+    path = write(tmp_path, "show.json", json.dumps({
+        "params": [{"name": "gain", "value": 0.8, "min": 0, "max": 1},
+                   {"name": "freq", "min": 20, "max": 2000}],
+        "triggers": ["kick", "snare"],
+    }))
+    params, triggers = load_param_file(path)
+    assert params == [ParamSpec("gain", 0.8, 0, 1), ParamSpec("freq", 20, 20, 2000)]
+    assert triggers == ["kick", "snare"]
+
+
+def test_toml_param_file(tmp_path: Path) -> None:
+    """A TOML file with [[params]] tables works the same."""
+    path = write(tmp_path, "show.toml", 'triggers = ["hit"]\n\n[[params]]\nname = "pan"\n'
+                 "value = 0.0\nmin = -1.0\nmax = 1.0\n")
+    params, triggers = load_param_file(path)
+    assert params == [ParamSpec("pan", 0.0, -1.0, 1.0)] and triggers == ["hit"]
+
+
+@pytest.mark.parametrize(("name", "text", "line", "words"), [
+    ("bad.json", '{\n  "params": [\n    {"name": "gain",}\n  ]\n}\n', 3, "invalid JSON"),
+    ("bad.toml", 'triggers = ["a"]\n[[params]]\nname = \n', 3, "invalid TOML"),
+    ("range.json", '{"params": [\n {"name": "a"},\n {"name": "gain", "value": 5,\n'
+     '  "min": 0, "max": 1}\n]}\n', 3, "min <= value <= max"),
+    ("field.json", '{"params": [\n {"name": "gain", "vlaue": 1}\n]}\n', 2, "vlaue"),
+    ("key.json", '{\n "parms": []\n}\n', 2, "unknown key"),
+    ("twice.json", '{"params": [\n {"name": "x"},\n {"name": "x"}]}\n', 2, "twice"),
+])
+def test_malformed_param_files_name_the_line(tmp_path: Path, name: str, text: str, line: int,
+                                             words: str) -> None:
+    """Every kind of broken file gives an error with the file, the line and the cause."""
+    path = write(tmp_path, name, text)
+    with pytest.raises(ParamFileError) as info:
+        load_param_file(path)
+    message = str(info.value)
+    assert words in message
+    assert f"line {line}" in message or f"{path}:{line}:" in message, message
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A file that does not exist says so."""
+    with pytest.raises(ParamFileError, match="cannot read"):
+        load_param_file(tmp_path / "nope.json")
+
+
+def test_param_flags() -> None:
+    """--param NAME=VALUE[:MIN:MAX]."""
+    assert parse_param_flag("gain=0.5") == ParamSpec("gain", 0.5, 0.0, 1.0)
+    assert parse_param_flag("freq=440:20:2000") == ParamSpec("freq", 440, 20, 2000)
+    for bad in ("gain", "=1", "gain=x", "gain=1:2", "gain=5:0:1"):
+        with pytest.raises(Exception, match="--param"):
+            parse_param_flag(bad)
+
+
+def test_help_documents_every_option() -> None:
+    """`bbx-net serve --help` lists every option with a description."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    serve = sub.choices["serve"]  # type: ignore[attr-defined]
+    text = serve.format_help()
+    for action in serve._actions:
+        for flag in action.option_strings:
+            assert flag in text
+        assert action.help, action.option_strings
+
+
+def test_cli_reports_a_bad_param_file_and_exits_2(tmp_path: Path) -> None:
+    """The CLI prints the file's error (with its line) and exits with status 2."""
+    path = write(tmp_path, "bad.json", '{"params": [\n  {"name": 5}\n]}')
+    done = subprocess.run([sys.executable, "-m", "bbx_net", "serve", "--params", str(path),
+                           "--port", "0", "--host", "127.0.0.1"],
+                          capture_output=True, text=True, timeout=60 * TIMEOUT_SCALE)
+    assert done.returncode == 2
+    assert "bad.json:1" in done.stderr and "name" in done.stderr
+
+
+def test_serve_end_to_end_and_sigterm_closes_phones(tmp_path: Path) -> None:
+    """serve prints code and link; a phone's change reaches the audio side; SIGTERM
+    sends closed to the phone and the process exits cleanly."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bbx_net", "serve", "--host", "127.0.0.1", "--port", "0",
+         "--param", "gain=0.5", "--trigger", "kick", "--monitor-interval", "0.05"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        head = ""
+        for _ in range(200):
+            line = proc.stdout.readline()
+            head += line
+            if "Ctrl-C to stop" in line or not line:
+                break
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/\?room=(\d{4})", head)
+        assert found, head
+        port, code = int(found.group(1)), found.group(2)
+        assert f"room {code}" in head and "kick" in head
+
+        async def phone() -> dict[str, object]:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+                await ws.send(orjson.dumps({"type": "join", "room_code": code}).decode())
+                assert orjson.loads(await ws.recv())["type"] == "welcome"
+                state = orjson.loads(await ws.recv())
+                assert "gain" in [p["name"] for p in state["params"]]
+                assert "kick" in state["triggers"]
+                await ws.send('{"type": "param", "param": "gain", "value": 0.625}')
+                await ws.send('{"type": "ping", "client_time": 1}')
+                await ws.recv()
+                await asyncio.sleep(0.5)  # a few monitor lines
+                proc.send_signal(signal.SIGTERM)
+                closed = orjson.loads(await asyncio.wait_for(ws.recv(), 10 * TIMEOUT_SCALE))
+                return closed
+
+        closed = asyncio.run(asyncio.wait_for(phone(), 30 * TIMEOUT_SCALE))
+        assert closed["type"] == "closed"
+        out, err = proc.communicate(timeout=20 * TIMEOUT_SCALE)
+        assert proc.returncode == 0, err
+        assert "gain=0.625" in out  # the demo audio side applied it
+        assert "stopped:" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
