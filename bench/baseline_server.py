@@ -46,24 +46,38 @@ class BaselineServer:
                 try:
                     msg: dict[str, Any] = json.loads(raw)
                 except ValueError:
-                    await ws.send(json.dumps({"type": "error", "code": "INVALID_MESSAGE",
-                                              "message": "bad json"}))
+                    await ws.send(
+                        json.dumps(
+                            {"type": "error", "code": "INVALID_MESSAGE", "message": "bad json"}
+                        )
+                    )
                     continue
                 kind = msg.get("type")
                 if kind == "join":
                     code = msg.get("room_code")
                     if code not in self.rooms:
-                        await ws.send(json.dumps({"type": "error", "code": "INVALID_ROOM",
-                                                  "message": "Invalid room code"}))
+                        await ws.send(
+                            json.dumps(
+                                {
+                                    "type": "error",
+                                    "code": "INVALID_ROOM",
+                                    "message": "Invalid room code",
+                                }
+                            )
+                        )
                         continue
                     room = code
                     self.rooms[code].add(ws)
-                    await ws.send(json.dumps({"type": "welcome", "node_id": node,
-                                              "server_time": self.now_us()}))
+                    await ws.send(
+                        json.dumps(
+                            {"type": "welcome", "node_id": node, "server_time": self.now_us()}
+                        )
+                    )
                     await ws.send(json.dumps({"type": "state", "params": []}))
                 elif room is None:
-                    await ws.send(json.dumps({"type": "error", "code": "NOT_JOINED",
-                                              "message": "join first"}))
+                    await ws.send(
+                        json.dumps({"type": "error", "code": "NOT_JOINED", "message": "join first"})
+                    )
                 elif kind == "param":
                     name, value = msg["param"], float(msg["value"])
                     self.values[name] = value
@@ -80,8 +94,15 @@ class BaselineServer:
                     self.audio_queue.put((msg["name"], 0.0, node, time.monotonic()))
                     self.accepted += 1
                 elif kind == "ping":
-                    await ws.send(json.dumps({"type": "pong", "client_time": msg["client_time"],
-                                              "server_time": self.now_us()}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "type": "pong",
+                                "client_time": msg["client_time"],
+                                "server_time": self.now_us(),
+                            }
+                        )
+                    )
                 elif kind == "sync":
                     await ws.send(json.dumps({"type": "state", "params": []}))
                 elif kind == "leave":

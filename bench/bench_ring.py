@@ -71,16 +71,34 @@ def python_push() -> list[tuple[str, str, float, str]]:
     put = sq.put
     pack_into = packer.pack_into
     rows = [
-        ("Python push", "try_send_param('gain', v)",
-         per_call_ns(lambda: send_param("gain", 0.5), n, reset_ring), "ns/msg"),
-        ("Python push", "try_send(all 9 fields)",
-         per_call_ns(lambda: send(0, 0x1B5426FE, 1, 0.5, 0.0, 1, 2, 3), n, reset_ring), "ns/msg"),
-        ("Python push", "baseline SimpleQueue.put(tuple)",
-         per_call_ns(lambda: put((0, 0x1B5426FE, 1, 0.5, 0.0, 1, 2, 3)), n, reset_queue),
-         "ns/msg"),
-        ("Python push", "baseline struct.pack_into(bytearray)",
-         per_call_ns(lambda: pack_into(buf, next(offsets), 0, 0x1B5426FE, 1, 0.5, 0.0, 0, 1, 2,
-                                       3), n, reset_offsets), "ns/msg"),
+        (
+            "Python push",
+            "try_send_param('gain', v)",
+            per_call_ns(lambda: send_param("gain", 0.5), n, reset_ring),
+            "ns/msg",
+        ),
+        (
+            "Python push",
+            "try_send(all 9 fields)",
+            per_call_ns(lambda: send(0, 0x1B5426FE, 1, 0.5, 0.0, 1, 2, 3), n, reset_ring),
+            "ns/msg",
+        ),
+        (
+            "Python push",
+            "baseline SimpleQueue.put(tuple)",
+            per_call_ns(lambda: put((0, 0x1B5426FE, 1, 0.5, 0.0, 1, 2, 3)), n, reset_queue),
+            "ns/msg",
+        ),
+        (
+            "Python push",
+            "baseline struct.pack_into(bytearray)",
+            per_call_ns(
+                lambda: pack_into(buf, next(offsets), 0, 0x1B5426FE, 1, 0.5, 0.0, 0, 1, 2, 3),
+                n,
+                reset_offsets,
+            ),
+            "ns/msg",
+        ),
     ]
     assert producer.dropped == 0
     return rows
@@ -130,12 +148,19 @@ def python_drain() -> list[tuple[str, str, float, str]]:
 
     rounds = 5_000
     return [
-        ("Python take 64", "drain_into(numpy array)",
-         timed(lambda: consumer.drain_into(out), refill_ring, rounds), "ns/msg"),
-        ("Python take 64", "try_pop() x 64",
-         timed(pop_64, refill_ring, rounds), "ns/msg"),
-        ("Python take 64", "baseline SimpleQueue.get_nowait() x 64",
-         timed(get_64, refill_queue, rounds), "ns/msg"),
+        (
+            "Python take 64",
+            "drain_into(numpy array)",
+            timed(lambda: consumer.drain_into(out), refill_ring, rounds),
+            "ns/msg",
+        ),
+        ("Python take 64", "try_pop() x 64", timed(pop_64, refill_ring, rounds), "ns/msg"),
+        (
+            "Python take 64",
+            "baseline SimpleQueue.get_nowait() x 64",
+            timed(get_64, refill_queue, rounds),
+            "ns/msg",
+        ),
     ]
 
 
@@ -165,10 +190,12 @@ def python_to_c_thread() -> list[tuple[str, str, float, str]]:
         sq: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
         got = [0]
 
-        def consume(q: queue.SimpleQueue[tuple[int, float] | None] = sq) -> None:
+        def consume(
+            q: queue.SimpleQueue[tuple[int, float] | None] = sq, count: list[int] = got
+        ) -> None:
             get = q.get
             while get() is not None:
-                got[0] += 1
+                count[0] += 1
 
         t = threading.Thread(target=consume)
         t.start()
@@ -182,12 +209,24 @@ def python_to_c_thread() -> list[tuple[str, str, float, str]]:
         results["base"].append((time.perf_counter() - t0) / total * 1e9)
         assert got[0] == total
     return [
-        ("Python thread -> consumer thread", "ours: C thread, audio-callback style",
-         statistics.median(results["callback"]), "ns/msg"),
-        ("Python thread -> consumer thread", "ours: C thread, busy-polling",
-         statistics.median(results["busy"]), "ns/msg"),
-        ("Python thread -> consumer thread", "baseline SimpleQueue put -> get (2 threads)",
-         statistics.median(results["base"]), "ns/msg"),
+        (
+            "Python thread -> consumer thread",
+            "ours: C thread, audio-callback style",
+            statistics.median(results["callback"]),
+            "ns/msg",
+        ),
+        (
+            "Python thread -> consumer thread",
+            "ours: C thread, busy-polling",
+            statistics.median(results["busy"]),
+            "ns/msg",
+        ),
+        (
+            "Python thread -> consumer thread",
+            "baseline SimpleQueue put -> get (2 threads)",
+            statistics.median(results["base"]),
+            "ns/msg",
+        ),
     ]
 
 
@@ -198,12 +237,25 @@ def c_side() -> list[tuple[str, str, float, str]]:
         return []
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(tmp) / "ring_peers"
-        cmd = [cxx, "-std=c++23", "-O2", "-I", bbx_net.get_include(),
-               str(HERE / "c" / "ring_peers.cpp"), "-o", str(exe), "-ljack", "-lpthread"]
+        cmd = [
+            cxx,
+            "-std=c++23",
+            "-O2",
+            "-I",
+            bbx_net.get_include(),
+            str(HERE / "c" / "ring_peers.cpp"),
+            "-o",
+            str(exe),
+            "-ljack",
+            "-lpthread",
+        ]
         built = subprocess.run(cmd, capture_output=True, text=True)
         if built.returncode != 0:
-            print("C part skipped (install g++ libboost-dev libjack-jackd2-dev):\n"
-                  + built.stderr[-2000:], file=sys.stderr)
+            print(
+                "C part skipped (install g++ libboost-dev libjack-jackd2-dev):\n"
+                + built.stderr[-2000:],
+                file=sys.stderr,
+            )
             return []
         out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
     rows = []
@@ -215,8 +267,10 @@ def c_side() -> list[tuple[str, str, float, str]]:
 
 def table(rows: list[tuple[str, str, float, str]]) -> str:
     """Markdown table; each row's ratio is to the first row of its group (ours)."""
-    lines = ["| measurement | implementation | median | unit | ratio to ours |",
-             "|---|---|---:|---|---:|"]
+    lines = [
+        "| measurement | implementation | median | unit | ratio to ours |",
+        "|---|---|---:|---|---:|",
+    ]
     first: dict[str, float] = {}
     for bench, impl, value, unit in rows:
         ref = first.setdefault(bench, value)
@@ -233,21 +287,26 @@ def summary(rows: list[tuple[str, str, float, str]]) -> list[str]:
     base = v[(group, "baseline SimpleQueue put -> get (2 threads)")]
     for mode in ("audio-callback style", "busy-polling"):
         ours = v[(group, f"ours: C thread, {mode}")]
-        out.append(f"Python->C thread ({mode}) vs SimpleQueue across threads: "
-                   f"{ours / base:.2f}x (target <= 0.35x)")
+        out.append(
+            f"Python->C thread ({mode}) vs SimpleQueue across threads: "
+            f"{ours / base:.2f}x (target <= 0.35x)"
+        )
     floor = v.get(("memcpy floor (48 B per message)", "plain array"))
     if floor:
         for what in ("C pop, one thread", "C drain by 64, one thread"):
-            out.append(f"{what}: {v[(what, 'bbx_net')] / floor:.2f}x the memcpy floor "
-                       "(target for drain <= 3x)")
-        for what, better in (("C->C threads, busy consumer", "higher"),
-                             ("callback drain (200 us sleeps): cost", "lower"),
-                             ("callback drain (200 us sleeps): rate", "higher")):
+            out.append(
+                f"{what}: {v[(what, 'bbx_net')] / floor:.2f}x the memcpy floor "
+                "(target for drain <= 3x)"
+            )
+        for what, better in (
+            ("C->C threads, busy consumer", "higher"),
+            ("callback drain (200 us sleeps): cost", "lower"),
+            ("callback drain (200 us sleeps): rate", "higher"),
+        ):
             us = v[(what, "bbx_net")]
             peers = {i: x for (b, i), x in v.items() if b == what and i != "bbx_net"}
             cmp = ", ".join(f"{i} {x / us:.2f}x" for i, x in peers.items())
-            out.append(f"{what}: ours {us:.2f}; peers relative to ours: {cmp} ({better} is "
-                       "better)")
+            out.append(f"{what}: ours {us:.2f}; peers relative to ours: {cmp} ({better} is better)")
     return out
 
 

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import resource
-import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -67,8 +66,12 @@ class ServerProcess:
 @contextlib.asynccontextmanager
 async def server(impl: str, rooms: int) -> AsyncIterator[ServerProcess]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE / "server_proc.py"), impl, str(rooms),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        str(HERE / "server_proc.py"),
+        impl,
+        str(rooms),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         preexec_fn=lambda: os.sched_setaffinity(0, {0}),
         limit=2**24,
     )
@@ -123,8 +126,9 @@ async def settle(sp: ServerProcess, timeout: float = 30.0) -> int:
     return last
 
 
-async def join_all(sp: ServerProcess, n: int, rooms: list[str],
-                   on_text: Any = None) -> tuple[list[loadgen.Client], list[float]]:
+async def join_all(
+    sp: ServerProcess, n: int, rooms: list[str], on_text: Any = None
+) -> tuple[list[loadgen.Client], list[float]]:
     async def one(i: int) -> loadgen.Client:
         return await loadgen.connect_and_join(HOST, sp.port, rooms[i % len(rooms)], on_text)
 
@@ -150,8 +154,9 @@ async def paced(clients: list[loadgen.Client], hz: float, seconds: float) -> int
 
 
 async def flood(clients: list[loadgen.Client], seconds: float) -> None:
-    batch = b"".join(loadgen.json_frame(type="param", param="gain", value=i / 100)
-                     for i in range(100))
+    batch = b"".join(
+        loadgen.json_frame(type="param", param="gain", value=i / 100) for i in range(100)
+    )
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         for c in clients:

@@ -40,8 +40,9 @@ def json_frame(**msg: object) -> bytes:
 class Client(asyncio.Protocol):
     """One connection. `on_text(payload, now)` sees every text message."""
 
-    def __init__(self, host: str, port: int, on_text: Callable[[Client, bytes, float], None]
-                 | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, on_text: Callable[[Client, bytes, float], None] | None = None
+    ) -> None:
         self.host, self.port = host, port
         self.on_text = on_text
         self.transport: asyncio.Transport | None = None
@@ -58,12 +59,14 @@ class Client(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write((
-            f"GET / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
-        ).encode())
+        self.transport.write(
+            (
+                f"GET / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+            ).encode()
+        )
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -72,7 +75,7 @@ class Client(asyncio.Protocol):
             if end < 0:
                 return
             head = bytes(self.buf[:end]).decode("latin-1").lower()
-            del self.buf[:end + 4]
+            del self.buf[: end + 4]
             if " 101 " not in head.split("\r\n", 1)[0]:
                 self.open.set_exception(ConnectionError(head.split("\r\n", 1)[0]))
                 return
@@ -109,7 +112,7 @@ class Client(asyncio.Protocol):
                 hl = 10
             if len(buf) - pos < hl + n:
                 break
-            payload = bytes(buf[pos + hl:pos + hl + n])
+            payload = bytes(buf[pos + hl : pos + hl + n])
             pos += hl + n
             opcode = b0 & 0x0F
             if opcode == 0x1 or opcode == 0x0:
@@ -139,17 +142,18 @@ class Client(asyncio.Protocol):
             self.transport.abort()
 
 
-async def connect(host: str, port: int,
-                  on_text: Callable[[Client, bytes, float], None] | None = None) -> Client:
+async def connect(
+    host: str, port: int, on_text: Callable[[Client, bytes, float], None] | None = None
+) -> Client:
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(lambda: Client(host, port, on_text), host, port)
     await client.open
     return client
 
 
-async def connect_and_join(host: str, port: int, code: str,
-                           on_text: Callable[[Client, bytes, float], None] | None = None
-                           ) -> Client:
+async def connect_and_join(
+    host: str, port: int, code: str, on_text: Callable[[Client, bytes, float], None] | None = None
+) -> Client:
     client = await connect(host, port, on_text)
     client.write(json_frame(type="join", room_code=code))
     await client.welcome

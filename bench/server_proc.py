@@ -49,9 +49,13 @@ async def run_ours(n_rooms: int) -> None:
 
     producer, consumer = net_buffer(65536)
     commands = CommandChannel(1024)
-    config = WsServerConfig(bind_addr=("127.0.0.1", 0), max_rooms=5000,
-                            room=RoomConfig(max_clients=1000),
-                            join_burst=1_000_000, join_per_hour=1e9)
+    config = WsServerConfig(
+        bind_addr=("127.0.0.1", 0),
+        max_rooms=5000,
+        room=RoomConfig(max_clients=1000),
+        join_burst=1_000_000,
+        join_per_hour=1e9,
+    )
     server = WsServer(config, producer, commands)
     codes = [await commands.create_room() for _ in range(n_rooms)]
     await server.start()

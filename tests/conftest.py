@@ -22,9 +22,22 @@ def compile_c(source: str, out: Path, *extra: str) -> Path:
     """Builds tests/c/<source> against bbx_net.get_include() into `out`."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     assert cc, "a C compiler (cc or gcc) is needed for the native proofs"
-    cmd = [cc, "-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror",
-           "-I", bbx_net.get_include(), str(C_DIR / source), "-o", str(out), *extra,
-           "-lpthread"]
+    cmd = [
+        cc,
+        "-std=c11",
+        "-O2",
+        "-g",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-I",
+        bbx_net.get_include(),
+        str(C_DIR / source),
+        "-o",
+        str(out),
+        *extra,
+        "-lpthread",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr}"
     return out
@@ -33,8 +46,10 @@ def compile_c(source: str, out: Path, *extra: str) -> Path:
 @pytest.fixture
 def build_c(tmp_path: Path) -> Callable[..., Path]:
     """Compiles a C program from tests/c into the test's temporary directory."""
+
     def build(source: str, *extra: str, name: str | None = None) -> Path:
         return compile_c(source, tmp_path / (name or Path(source).stem), *extra)
+
     return build
 
 

@@ -17,8 +17,17 @@ class ModelMessage:
     """The fields of one message, compared with the native Message by `fields()`."""
 
     def __init__(self, row: tuple[Any, ...]) -> None:
-        (self.type, self.param_hash, self.payload_kind, self.value, self.y, self.flags,
-         self.node_id_hi, self.node_id_lo, self.timestamp_us) = row
+        (
+            self.type,
+            self.param_hash,
+            self.payload_kind,
+            self.value,
+            self.y,
+            self.flags,
+            self.node_id_hi,
+            self.node_id_lo,
+            self.timestamp_us,
+        ) = row
 
     @property
     def is_scheduled(self) -> bool:
@@ -63,34 +72,85 @@ class ModelProducer:
         self._s.items.append(row)
         return True
 
-    def try_send(self, message_type: int, param_hash: int, payload_kind: int = 0,
-                 value: float = 0.0, y: float = 0.0, node_id_hi: int = 0, node_id_lo: int = 0,
-                 timestamp_us: int = 0, scheduled: bool = False) -> bool:
+    def try_send(
+        self,
+        message_type: int,
+        param_hash: int,
+        payload_kind: int = 0,
+        value: float = 0.0,
+        y: float = 0.0,
+        node_id_hi: int = 0,
+        node_id_lo: int = 0,
+        timestamp_us: int = 0,
+        scheduled: bool = False,
+    ) -> bool:
         if not 0 <= message_type <= 5 or not 0 <= payload_kind <= 2:
             raise ValueError("out of range")
-        row = (message_type, param_hash, payload_kind, _f32(value), _f32(y),
-               FLAG_SCHEDULED if scheduled else 0, node_id_hi, node_id_lo, timestamp_us)
+        row = (
+            message_type,
+            param_hash,
+            payload_kind,
+            _f32(value),
+            _f32(y),
+            FLAG_SCHEDULED if scheduled else 0,
+            node_id_hi,
+            node_id_lo,
+            timestamp_us,
+        )
         self._check()
         return self._push(row)
 
-    def try_send_param(self, param: object, value: float, node_id_hi: int = 0,
-                       node_id_lo: int = 0, timestamp_us: int = 0,
-                       scheduled: bool = False) -> bool:
-        row = (0, _hash(param), 1, _f32(value), 0.0, FLAG_SCHEDULED if scheduled else 0,
-               node_id_hi, node_id_lo, timestamp_us)
+    def try_send_param(
+        self,
+        param: object,
+        value: float,
+        node_id_hi: int = 0,
+        node_id_lo: int = 0,
+        timestamp_us: int = 0,
+        scheduled: bool = False,
+    ) -> bool:
+        row = (
+            0,
+            _hash(param),
+            1,
+            _f32(value),
+            0.0,
+            FLAG_SCHEDULED if scheduled else 0,
+            node_id_hi,
+            node_id_lo,
+            timestamp_us,
+        )
         self._check()
         return self._push(row)
 
-    def try_send_trigger(self, name: object, x: float | None = None, y: float | None = None,
-                         node_id_hi: int = 0, node_id_lo: int = 0, timestamp_us: int = 0,
-                         scheduled: bool = False) -> bool:
+    def try_send_trigger(
+        self,
+        name: object,
+        x: float | None = None,
+        y: float | None = None,
+        node_id_hi: int = 0,
+        node_id_lo: int = 0,
+        timestamp_us: int = 0,
+        scheduled: bool = False,
+    ) -> bool:
         h = _hash(name)
         if (x is None) != (y is None):
             raise ValueError("x and y come together")
         a, b, kind = (0.0, 0.0, 0) if x is None or y is None else (_f32(x), _f32(y), 2)
         self._check()
-        return self._push((1, h, kind, a, b, FLAG_SCHEDULED if scheduled else 0,
-                           node_id_hi, node_id_lo, timestamp_us))
+        return self._push(
+            (
+                1,
+                h,
+                kind,
+                a,
+                b,
+                FLAG_SCHEDULED if scheduled else 0,
+                node_id_hi,
+                node_id_lo,
+                timestamp_us,
+            )
+        )
 
     def __len__(self) -> int:
         return len(self._s.items)
@@ -118,8 +178,13 @@ class ModelConsumer:
         return ModelMessage(self._s.items.popleft()) if self._s.items else None
 
     def drain_into(self, out: np.ndarray) -> int:
-        if (not isinstance(out, np.ndarray) or out.dtype != MESSAGE_DTYPE or out.ndim != 1
-                or not out.flags.c_contiguous or not out.flags.writeable):
+        if (
+            not isinstance(out, np.ndarray)
+            or out.dtype != MESSAGE_DTYPE
+            or out.ndim != 1
+            or not out.flags.c_contiguous
+            or not out.flags.writeable
+        ):
             raise TypeError("drain_into needs a C-contiguous 1-D array of MESSAGE_DTYPE")
         n = min(len(out), len(self._s.items))
         for i in range(n):

@@ -28,29 +28,39 @@ from bbx_net.websocket import (
     WsServer,
     WsServerConfig,
 )
+
 from conftest import TIMEOUT_SCALE
 
 T = TypeVar("T")
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 WAIT_MS = int(10_000 * TIMEOUT_SCALE)
-CHROMIUM = os.environ.get("BBX_CHROMIUM") or shutil.which("chromium") or shutil.which(
-    "chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM = (
+    os.environ.get("BBX_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class ThreadServer:
     """A WsServer on its own event-loop thread, as an audio host would run it."""
 
     def __init__(self, **config: Any) -> None:
-        config.setdefault("params", [ParamSpec("gain", 0.5, 0.0, 1.0),
-                                     ParamSpec("freq", 440.0, 20.0, 2000.0)])
+        config.setdefault(
+            "params", [ParamSpec("gain", 0.5, 0.0, 1.0), ParamSpec("freq", 440.0, 20.0, 2000.0)]
+        )
         config.setdefault("triggers", ["kick"])
         self.producer, self.consumer = net_buffer(4096)
         self.commands = CommandChannel()
-        self.server = WsServer(WsServerConfig(bind_addr=("127.0.0.1", 0), **config),
-                               self.producer, self.commands)
+        self.server = WsServer(
+            WsServerConfig(bind_addr=("127.0.0.1", 0), **config), self.producer, self.commands
+        )
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
 
@@ -100,12 +110,14 @@ class ThreadServer:
 
     def crash(self) -> None:
         """The server vanishes without a goodbye (power cut, network gone)."""
+
         def cut() -> None:
             for c in list(self.server._connections):
                 if c.ws.transport is not None:
                     c.ws.transport.abort()
             assert self.server._server is not None
             self.server._server.close()
+
         self.call(cut)
         self.stop()
 
@@ -159,8 +171,8 @@ def drag_slider_to(page: Page, name: str, fraction: float) -> None:
 
 # ---- tests -----------------------------------------------------------------------------
 
-def test_join_by_code_and_a_slider_reaches_the_audio_side(page: Page,
-                                                          server: ThreadServer) -> None:
+
+def test_join_by_code_and_a_slider_reaches_the_audio_side(page: Page, server: ThreadServer) -> None:
     """Type the code, join, move a slider: the value is drained from the ring."""
     page.goto(server.url)
     page.get_by_test_id("code").fill(server.code)
@@ -267,12 +279,10 @@ def test_server_down_shows_reconnecting(page: Page, browser: Browser) -> None:
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
 
 
-def test_to_server_time_agrees_with_the_server_clock(page: Page,
-                                                     server: ThreadServer) -> None:
+def test_to_server_time_agrees_with_the_server_clock(page: Page, server: ThreadServer) -> None:
     """After a few pings, toServerTime(now) is within 5 ms of the server clock."""
     open_joined(page, server)
-    page.evaluate("() => { window.bbxClient.pingInterval = 100; "
-                  "window.bbxClient._startPings(); }")
+    page.evaluate("() => { window.bbxClient.pingInterval = 100; window.bbxClient._startPings(); }")
     page.wait_for_function("() => window.bbxClient._samples.length >= 5")
     clock = server.server.clock
     errors = []
@@ -284,8 +294,9 @@ def test_to_server_time_agrees_with_the_server_clock(page: Page,
         error = max(0, before - estimate, estimate - after)
         errors.append(error)
     assert min(errors) < 5_000, errors
-    assert page.evaluate("window.bbxClient.toLocalTime(window.bbxClient.toServerTime(1234.5))") \
-        == pytest.approx(1234.5)
+    assert page.evaluate(
+        "window.bbxClient.toLocalTime(window.bbxClient.toServerTime(1234.5))"
+    ) == pytest.approx(1234.5)
 
 
 def test_phone_viewport_layout_and_screenshot(page: Page, server: ThreadServer) -> None:
@@ -308,9 +319,13 @@ def test_phone_viewport_layout_and_screenshot(page: Page, server: ThreadServer) 
 
 def test_page_files_are_served_with_their_types(page: Page, server: ThreadServer) -> None:
     """The page, the client module, the manifest and the worker come from the package."""
-    for path, ctype in (("/", "text/html"), ("/bbx-client.js", "text/javascript"),
-                        ("/manifest.webmanifest", "application/manifest+json"),
-                        ("/sw.js", "text/javascript"), ("/icon.svg", "image/svg+xml")):
+    for path, ctype in (
+        ("/", "text/html"),
+        ("/bbx-client.js", "text/javascript"),
+        ("/manifest.webmanifest", "application/manifest+json"),
+        ("/sw.js", "text/javascript"),
+        ("/icon.svg", "image/svg+xml"),
+    ):
         response = page.request.get(server.url.rstrip("/") + path)
         assert response.status == 200 and response.headers["content-type"].startswith(ctype)
     assert page.request.get(server.url + "../etc/passwd").status == 404

@@ -12,6 +12,7 @@ import pytest
 
 import bbx_net
 from bbx_net import EVENT_DTYPE, MESSAGE_DTYPE
+
 from conftest import TIMEOUT_SCALE
 
 Build = Callable[..., Path]

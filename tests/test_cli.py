@@ -17,6 +17,7 @@ import websockets
 
 from bbx_net.cli import ParamFileError, build_parser, load_param_file, parse_param_flag
 from bbx_net.websocket import ParamSpec
+
 from conftest import TIMEOUT_SCALE
 
 
@@ -28,11 +29,19 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_json_param_file(tmp_path: Path) -> None:
     """A JSON file declares parameters (value defaults to min) and trigger pads."""
-    path = write(tmp_path, "show.json", json.dumps({
-        "params": [{"name": "gain", "value": 0.8, "min": 0, "max": 1},
-                   {"name": "freq", "min": 20, "max": 2000}],
-        "triggers": ["kick", "snare"],
-    }))
+    path = write(
+        tmp_path,
+        "show.json",
+        json.dumps(
+            {
+                "params": [
+                    {"name": "gain", "value": 0.8, "min": 0, "max": 1},
+                    {"name": "freq", "min": 20, "max": 2000},
+                ],
+                "triggers": ["kick", "snare"],
+            }
+        ),
+    )
     params, triggers = load_param_file(path)
     assert params == [ParamSpec("gain", 0.8, 0, 1), ParamSpec("freq", 20, 20, 2000)]
     assert triggers == ["kick", "snare"]
@@ -40,23 +49,35 @@ def test_json_param_file(tmp_path: Path) -> None:
 
 def test_toml_param_file(tmp_path: Path) -> None:
     """A TOML file with [[params]] tables works the same."""
-    path = write(tmp_path, "show.toml", 'triggers = ["hit"]\n\n[[params]]\nname = "pan"\n'
-                 "value = 0.0\nmin = -1.0\nmax = 1.0\n")
+    path = write(
+        tmp_path,
+        "show.toml",
+        'triggers = ["hit"]\n\n[[params]]\nname = "pan"\nvalue = 0.0\nmin = -1.0\nmax = 1.0\n',
+    )
     params, triggers = load_param_file(path)
     assert params == [ParamSpec("pan", 0.0, -1.0, 1.0)] and triggers == ["hit"]
 
 
-@pytest.mark.parametrize(("name", "text", "line", "words"), [
-    ("bad.json", '{\n  "params": [\n    {"name": "gain",}\n  ]\n}\n', 3, "invalid JSON"),
-    ("bad.toml", 'triggers = ["a"]\n[[params]]\nname = \n', 3, "invalid TOML"),
-    ("range.json", '{"params": [\n {"name": "a"},\n {"name": "gain", "value": 5,\n'
-     '  "min": 0, "max": 1}\n]}\n', 3, "min <= value <= max"),
-    ("field.json", '{"params": [\n {"name": "gain", "vlaue": 1}\n]}\n', 2, "vlaue"),
-    ("key.json", '{\n "parms": []\n}\n', 2, "unknown key"),
-    ("twice.json", '{"params": [\n {"name": "x"},\n {"name": "x"}]}\n', 2, "twice"),
-])
-def test_malformed_param_files_name_the_line(tmp_path: Path, name: str, text: str, line: int,
-                                             words: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "line", "words"),
+    [
+        ("bad.json", '{\n  "params": [\n    {"name": "gain",}\n  ]\n}\n', 3, "invalid JSON"),
+        ("bad.toml", 'triggers = ["a"]\n[[params]]\nname = \n', 3, "invalid TOML"),
+        (
+            "range.json",
+            '{"params": [\n {"name": "a"},\n {"name": "gain", "value": 5,\n'
+            '  "min": 0, "max": 1}\n]}\n',
+            3,
+            "min <= value <= max",
+        ),
+        ("field.json", '{"params": [\n {"name": "gain", "vlaue": 1}\n]}\n', 2, "vlaue"),
+        ("key.json", '{\n "parms": []\n}\n', 2, "unknown key"),
+        ("twice.json", '{"params": [\n {"name": "x"},\n {"name": "x"}]}\n', 2, "twice"),
+    ],
+)
+def test_malformed_param_files_name_the_line(
+    tmp_path: Path, name: str, text: str, line: int, words: str
+) -> None:
     """Every kind of broken file gives an error with the file, the line and the cause."""
     path = write(tmp_path, name, text)
     with pytest.raises(ParamFileError) as info:
@@ -96,9 +117,23 @@ def test_help_documents_every_option() -> None:
 def test_cli_reports_a_bad_param_file_and_exits_2(tmp_path: Path) -> None:
     """The CLI prints the file's error (with its line) and exits with status 2."""
     path = write(tmp_path, "bad.json", '{"params": [\n  {"name": 5}\n]}')
-    done = subprocess.run([sys.executable, "-m", "bbx_net", "serve", "--params", str(path),
-                           "--port", "0", "--host", "127.0.0.1"],
-                          capture_output=True, text=True, timeout=60 * TIMEOUT_SCALE)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bbx_net",
+            "serve",
+            "--params",
+            str(path),
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60 * TIMEOUT_SCALE,
+    )
     assert done.returncode == 2
     assert "bad.json:1" in done.stderr and "name" in done.stderr
 
@@ -108,9 +143,27 @@ def test_serve_end_to_end_and_sigterm_closes_phones(tmp_path: Path) -> None:
     sends closed to the phone and the process exits cleanly."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bbx_net", "serve", "--host", "127.0.0.1", "--port", "0",
-         "--param", "gain=0.5", "--trigger", "kick", "--monitor-interval", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "bbx_net",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--param",
+            "gain=0.5",
+            "--trigger",
+            "kick",
+            "--monitor-interval",
+            "0.05",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         head = ""

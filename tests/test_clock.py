@@ -119,10 +119,21 @@ def test_estimator_refuses_bad_samples_and_keeps_good_ones() -> None:
         OffsetEstimator(window=0)
 
 
-@pytest.mark.parametrize(("ts", "expected"), [
-    (0, 0), (999_999, 0), (1_000_000, 0), (1_000_001, 0), (1_000_021, 1),
-    (1_005_000, 240), (1_005_312, 254), (1_005_333, 255), (1_005_334, None), (10**15, None),
-])
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        (0, 0),
+        (999_999, 0),
+        (1_000_000, 0),
+        (1_000_001, 0),
+        (1_000_021, 1),
+        (1_005_000, 240),
+        (1_005_312, 254),
+        (1_005_333, 255),
+        (1_005_334, None),
+        (10**15, None),
+    ],
+)
 def test_to_sample_offset(ts: int, expected: int | None) -> None:
     """Past → 0, inside the 256-frame block → its frame, later → None."""
     assert to_sample_offset(ts, 1_000_000, 48_000, 256) == expected

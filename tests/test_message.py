@@ -67,11 +67,17 @@ def test_generated_ids_avoid_live_ones_and_are_random() -> None:
     assert live.calls == 3
 
 
-@pytest.mark.parametrize("bad", [
-    "", "0123456789abcdef0123456789abcdef", "01234567-89ab-cdef-fedc-ba987654321",
-    "0123456g-89ab-cdef-fedc-ba9876543210", "+1234567-89ab-cdef-fedc-ba9876543210",
-    "01234567-89ab-cdef-fedc-ba98765432_0",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "0123456789abcdef0123456789abcdef",
+        "01234567-89ab-cdef-fedc-ba987654321",
+        "0123456g-89ab-cdef-fedc-ba9876543210",
+        "+1234567-89ab-cdef-fedc-ba9876543210",
+        "01234567-89ab-cdef-fedc-ba98765432_0",
+    ],
+)
 def test_bad_node_id_strings_raise(bad: str) -> None:
     """Anything but 32 hex digits in 8-4-4-4-12 groups is a ValueError."""
     with pytest.raises(ValueError):

@@ -31,65 +31,77 @@ from bbx_net.protocol import (
 )
 
 
-@pytest.mark.parametrize(("frame", "expected"), [
-    ('{"type": "join", "room_code": "1234", "client_name": "Phone 1"}',
-     Join("1234", "Phone 1")),
-    ('{"type": "join", "room_code": "0042", "session": "tok"}', Join("0042", None, "tok")),
-    ('{"type": "param", "param": "freq", "value": 0.5}', Param("freq", 0.5)),
-    ('{"type": "param", "param": "freq", "value": 1, "at": 1234567890}',
-     Param("freq", 1.0, 1234567890)),
-    ('{"type": "trigger", "name": "note_on"}', Trigger("note_on")),
-    ('{"type": "trigger", "name": "pad", "x": 0.25, "y": 1, "at": 7}',
-     Trigger("pad", 0.25, 1.0, 7)),
-    ('{"type": "trigger", "name": "pad:0.5,-0.75"}', Trigger("pad", 0.5, -0.75)),
-    ('{"type": "sync"}', Sync()),
-    ('{"type": "ping", "client_time": 1234567890}', Ping(1234567890)),
-    ('{"type": "ping", "client_time": 12.5}', Ping(12.5)),
-    ('{"type": "leave"}', Leave()),
-])
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"type": "join", "room_code": "1234", "client_name": "Phone 1"}',
+            Join("1234", "Phone 1"),
+        ),
+        ('{"type": "join", "room_code": "0042", "session": "tok"}', Join("0042", None, "tok")),
+        ('{"type": "param", "param": "freq", "value": 0.5}', Param("freq", 0.5)),
+        (
+            '{"type": "param", "param": "freq", "value": 1, "at": 1234567890}',
+            Param("freq", 1.0, 1234567890),
+        ),
+        ('{"type": "trigger", "name": "note_on"}', Trigger("note_on")),
+        (
+            '{"type": "trigger", "name": "pad", "x": 0.25, "y": 1, "at": 7}',
+            Trigger("pad", 0.25, 1.0, 7),
+        ),
+        ('{"type": "trigger", "name": "pad:0.5,-0.75"}', Trigger("pad", 0.5, -0.75)),
+        ('{"type": "sync"}', Sync()),
+        ('{"type": "ping", "client_time": 1234567890}', Ping(1234567890)),
+        ('{"type": "ping", "client_time": 12.5}', Ping(12.5)),
+        ('{"type": "leave"}', Leave()),
+    ],
+)
 def test_every_client_message_of_the_seed_parses(frame: str, expected: object) -> None:
     """The seed's client messages (and our additions) become typed messages."""
     assert parse_client_message(frame) == expected
     assert parse_client_message(frame.encode()) == expected
 
 
-@pytest.mark.parametrize(("frame", "code"), [
-    ("not json", INVALID_MESSAGE),
-    ("", INVALID_MESSAGE),
-    ("[1, 2]", INVALID_MESSAGE),
-    ('"join"', INVALID_MESSAGE),
-    ("{}", INVALID_MESSAGE),
-    ('{"type": 5}', INVALID_MESSAGE),
-    ('{"type": "dance"}', UNKNOWN_TYPE),
-    ('{"type": "join"}', INVALID_MESSAGE),
-    ('{"type": "join", "room_code": 1234}', INVALID_MESSAGE),
-    ('{"type": "join", "room_code": "1", "client_name": 5}', INVALID_MESSAGE),
-    ('{"type": "param", "value": 0.5}', INVALID_MESSAGE),
-    ('{"type": "param", "param": "", "value": 0.5}', INVALID_MESSAGE),
-    ('{"type": "param", "param": "gain"}', INVALID_MESSAGE),
-    ('{"type": "param", "param": "gain", "value": "0.5"}', INVALID_MESSAGE),
-    ('{"type": "param", "param": "gain", "value": null}', INVALID_MESSAGE),
-    ('{"type": "param", "param": "gain", "value": true}', INVALID_MESSAGE),
-    ('{"type": "param", "param": "gain", "value": NaN}', INVALID_VALUE),
-    ('{"type": "param", "param": "gain", "value": Infinity}', INVALID_VALUE),
-    ('{"type": "param", "param": "gain", "value": -Infinity}', INVALID_VALUE),
-    ('{"type": "param", "param": "gain", "value": 1e999}', INVALID_VALUE),
-    ('{"type": "param", "param": "gain", "value": 0.5, "at": -1}', INVALID_TIME),
-    ('{"type": "param", "param": "gain", "value": 0.5, "at": 1.5}', INVALID_TIME),
-    ('{"type": "param", "param": "gain", "value": 0.5, "at": "soon"}', INVALID_TIME),
-    ('{"type": "param", "param": "gain", "value": 0.5, "at": true}', INVALID_TIME),
-    ('{"type": "param", "param": "gain", "value": 0.5, "at": 1e300}', INVALID_TIME),
-    ('{"type": "trigger"}', INVALID_MESSAGE),
-    ('{"type": "trigger", "name": "pad", "x": 0.5}', INVALID_MESSAGE),
-    ('{"type": "trigger", "name": "pad", "x": NaN, "y": 0}', INVALID_VALUE),
-    ('{"type": "trigger", "name": "pad:1"}', INVALID_MESSAGE),
-    ('{"type": "trigger", "name": "pad:a,b"}', INVALID_VALUE),
-    ('{"type": "trigger", "name": "pad:inf,0"}', INVALID_VALUE),
-    ('{"type": "ping"}', INVALID_MESSAGE),
-    ('{"type": "ping", "client_time": "now"}', INVALID_MESSAGE),
-    ('{"type": "ping", "client_time": -5}', INVALID_VALUE),
-    ('{"type": "ping", "client_time": NaN}', INVALID_VALUE),
-])
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", INVALID_MESSAGE),
+        ("", INVALID_MESSAGE),
+        ("[1, 2]", INVALID_MESSAGE),
+        ('"join"', INVALID_MESSAGE),
+        ("{}", INVALID_MESSAGE),
+        ('{"type": 5}', INVALID_MESSAGE),
+        ('{"type": "dance"}', UNKNOWN_TYPE),
+        ('{"type": "join"}', INVALID_MESSAGE),
+        ('{"type": "join", "room_code": 1234}', INVALID_MESSAGE),
+        ('{"type": "join", "room_code": "1", "client_name": 5}', INVALID_MESSAGE),
+        ('{"type": "param", "value": 0.5}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "", "value": 0.5}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "gain"}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "gain", "value": "0.5"}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "gain", "value": null}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "gain", "value": true}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "gain", "value": NaN}', INVALID_VALUE),
+        ('{"type": "param", "param": "gain", "value": Infinity}', INVALID_VALUE),
+        ('{"type": "param", "param": "gain", "value": -Infinity}', INVALID_VALUE),
+        ('{"type": "param", "param": "gain", "value": 1e999}', INVALID_VALUE),
+        ('{"type": "param", "param": "gain", "value": 0.5, "at": -1}', INVALID_TIME),
+        ('{"type": "param", "param": "gain", "value": 0.5, "at": 1.5}', INVALID_TIME),
+        ('{"type": "param", "param": "gain", "value": 0.5, "at": "soon"}', INVALID_TIME),
+        ('{"type": "param", "param": "gain", "value": 0.5, "at": true}', INVALID_TIME),
+        ('{"type": "param", "param": "gain", "value": 0.5, "at": 1e300}', INVALID_TIME),
+        ('{"type": "trigger"}', INVALID_MESSAGE),
+        ('{"type": "trigger", "name": "pad", "x": 0.5}', INVALID_MESSAGE),
+        ('{"type": "trigger", "name": "pad", "x": NaN, "y": 0}', INVALID_VALUE),
+        ('{"type": "trigger", "name": "pad:1"}', INVALID_MESSAGE),
+        ('{"type": "trigger", "name": "pad:a,b"}', INVALID_VALUE),
+        ('{"type": "trigger", "name": "pad:inf,0"}', INVALID_VALUE),
+        ('{"type": "ping"}', INVALID_MESSAGE),
+        ('{"type": "ping", "client_time": "now"}', INVALID_MESSAGE),
+        ('{"type": "ping", "client_time": -5}', INVALID_VALUE),
+        ('{"type": "ping", "client_time": NaN}', INVALID_VALUE),
+    ],
+)
 def test_bad_frames_get_their_stable_code(frame: str, code: str) -> None:
     """Every kind of bad input maps to one documented error code."""
     with pytest.raises(ProtocolError) as info:
@@ -131,19 +143,36 @@ def test_scheduling_horizon() -> None:
 def test_server_messages_have_the_seed_fields() -> None:
     """Every server message encodes with exactly the seed's fields (plus documented extras)."""
     assert orjson.loads(encode_welcome("n", 5, "tok")) == {
-        "type": "welcome", "node_id": "n", "server_time": 5, "session": "tok"}
+        "type": "welcome",
+        "node_id": "n",
+        "server_time": 5,
+        "session": "tok",
+    }
     assert orjson.loads(encode_state([ParamState("freq", 0.5, 0.0, 1.0)])) == {
-        "type": "state", "params": [{"name": "freq", "value": 0.5, "min": 0.0, "max": 1.0}]}
+        "type": "state",
+        "params": [{"name": "freq", "value": 0.5, "min": 0.0, "max": 1.0}],
+    }
     assert orjson.loads(encode_update("freq", 0.7)) == {
-        "type": "update", "param": "freq", "value": 0.7}
+        "type": "update",
+        "param": "freq",
+        "value": 0.7,
+    }
     assert orjson.loads(encode_pong(1234567890, 1234567891)) == {
-        "type": "pong", "client_time": 1234567890, "server_time": 1234567891}
+        "type": "pong",
+        "client_time": 1234567890,
+        "server_time": 1234567891,
+    }
     assert orjson.loads(encode_error("INVALID_ROOM", "Invalid room code")) == {
-        "type": "error", "code": "INVALID_ROOM", "message": "Invalid room code"}
+        "type": "error",
+        "code": "INVALID_ROOM",
+        "message": "Invalid room code",
+    }
     assert orjson.loads(encode_closed()) == {"type": "closed"}
     assert orjson.loads(encode_closed("expired"))["type"] == "closed"
     assert orjson.loads(encode_visualization([0.5, 1, -2.25])) == {
-        "type": "visualization", "data": [0.5, 1.0, -2.25]}
+        "type": "visualization",
+        "data": [0.5, 1.0, -2.25],
+    }
 
 
 def test_client_time_is_echoed_exactly() -> None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ring_model import model_net_buffer
 
 from bbx_net import (
     MESSAGE_DTYPE,
@@ -19,12 +18,14 @@ from bbx_net import (
     NetBufferConsumer,
     PayloadKind,
     ProducerThreadError,
+    _ring,  # private self-test helpers
     hash_param_name,
     net_buffer,
     ring_address,
 )
-from bbx_net import _ring  # private self-test helpers
+
 from conftest import TIMEOUT_SCALE
+from ring_model import model_net_buffer
 
 CAPACITIES = [1, 2, 3, 7, 64, 256]
 
@@ -38,6 +39,7 @@ def make_ring(request: pytest.FixtureRequest) -> Factory:
 
 
 # ---- behaviour shared by the native ring and the model ------------------------------
+
 
 @pytest.mark.parametrize("capacity", CAPACITIES)
 def test_exactly_capacity_messages_fit(make_ring: Factory, capacity: int) -> None:
@@ -80,8 +82,17 @@ def test_wraps_around_in_order(make_ring: Factory, capacity: int, rng: Any) -> N
 def test_message_fields_round_trip(make_ring: Factory) -> None:
     """Every field sent comes back unchanged through try_pop and drain_into."""
     p, c = make_ring(8)
-    assert p.try_send(MessageType.TRIGGER, 0xDEADBEEF, PayloadKind.COORDINATES, 0.25, -0.75,
-                      2**64 - 1, 12345, 2**63 + 7, scheduled=True)
+    assert p.try_send(
+        MessageType.TRIGGER,
+        0xDEADBEEF,
+        PayloadKind.COORDINATES,
+        0.25,
+        -0.75,
+        2**64 - 1,
+        12345,
+        2**63 + 7,
+        scheduled=True,
+    )
     m = c.try_pop()
     assert (m.type, m.param_hash, m.payload_kind) == (1, 0xDEADBEEF, 2)
     assert (m.value, m.y, m.node_id_hi, m.node_id_lo) == (0.25, -0.75, 2**64 - 1, 12345)
@@ -105,8 +116,9 @@ def test_param_hash_given_as_int_or_name(make_ring: Factory) -> None:
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1e39])
-def test_non_finite_values_are_refused_and_nothing_is_queued(make_ring: Factory,
-                                                            bad: float) -> None:
+def test_non_finite_values_are_refused_and_nothing_is_queued(
+    make_ring: Factory, bad: float
+) -> None:
     """NaN, inf and values beyond float32 raise ValueError and queue nothing."""
     p, c = make_ring(4)
     p.try_send_param("gain", 0.1)
@@ -153,14 +165,16 @@ def test_non_int_capacity_is_refused(make_ring: Factory) -> None:
         make_ring(8.0)
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros(4, np.float64),
-    np.zeros((4, 1), MESSAGE_DTYPE),
-    np.zeros(8, MESSAGE_DTYPE)[::2],
-    [0, 0, 0],
-])
-def test_drain_into_wrong_array_raises_and_consumes_nothing(make_ring: Factory,
-                                                           bad: Any) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros(4, np.float64),
+        np.zeros((4, 1), MESSAGE_DTYPE),
+        np.zeros(8, MESSAGE_DTYPE)[::2],
+        [0, 0, 0],
+    ],
+)
+def test_drain_into_wrong_array_raises_and_consumes_nothing(make_ring: Factory, bad: Any) -> None:
     """Wrong dtype, shape or contiguity: TypeError, and the messages stay queued."""
     p, c = make_ring(4)
     p.try_send_param("gain", 0.5)
@@ -200,6 +214,7 @@ def test_second_producer_thread_is_detected(make_ring: Factory) -> None:
 
 
 # ---- native only ------------------------------------------------------------------
+
 
 def test_rebind_thread_hands_the_producer_over() -> None:
     """After rebind_thread() the new thread may send and the old one may not."""

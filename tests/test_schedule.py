@@ -119,7 +119,9 @@ def test_zero_schedule_capacity_still_drains_unscheduled_messages() -> None:
     assert len(c) == 1 and c.schedule_full == 1
 
 
-@pytest.mark.parametrize("bad", [np.zeros(4, MESSAGE_DTYPE), np.zeros(4), np.zeros((2, 2), EVENT_DTYPE)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros(4, MESSAGE_DTYPE), np.zeros(4), np.zeros((2, 2), EVENT_DTYPE)]
+)
 def test_wrong_event_array_raises_and_consumes_nothing(bad: np.ndarray) -> None:
     """drain_block needs EVENT_DTYPE, 1-D, C-contiguous, writable."""
     p, c = net_buffer(4)
@@ -159,7 +161,8 @@ def test_random_schedule_matches_a_sorted_reference(rng: object) -> None:
         n = c.drain_block(out, start, RATE, BLOCK)
         offsets = list(out["sample_offset"][:n])
         assert offsets == sorted(offsets)
-        got += [(start, int(o), int(i)) for o, i in zip(offsets, out["node_id_lo"][:n])]
+        idents = out["node_id_lo"][:n]
+        got += [(start, int(o), int(i)) for o, i in zip(offsets, idents, strict=True)]
     at_of = dict((i, at) for at, i in sent)
     for start, offset, ident in got:
         at = at_of[ident]

@@ -13,8 +13,15 @@ import orjson
 import pytest
 import websockets
 
-from bbx_net import EVENT_DTYPE, MESSAGE_DTYPE, MessageType, NodeId, PayloadKind
-from bbx_net import hash_param_name, net_buffer
+from bbx_net import (
+    EVENT_DTYPE,
+    MESSAGE_DTYPE,
+    MessageType,
+    NodeId,
+    PayloadKind,
+    hash_param_name,
+    net_buffer,
+)
 from bbx_net.websocket import (
     CommandChannel,
     ParamEvent,
@@ -24,6 +31,7 @@ from bbx_net.websocket import (
     WsServer,
     WsServerConfig,
 )
+
 from conftest import TIMEOUT_SCALE
 from wsutil import STEP, eventually, live_server, run
 
@@ -37,8 +45,10 @@ def drain(consumer: Any) -> np.ndarray:
 
 # ---- the seed's messages -----------------------------------------------------------
 
+
 def test_join_gets_welcome_then_state() -> None:
     """welcome carries node id, server time and a session token; state follows."""
+
     async def main() -> None:
         async with live_server() as s:
             c = await s.joined(client_name="Phone 1")
@@ -52,11 +62,13 @@ def test_join_gets_welcome_then_state() -> None:
             ]
             stats = s.server.client_stats()
             assert [st.client_name for st in stats] == ["Phone 1"]
+
     run(main())
 
 
 def test_param_reaches_the_ring_clamped_with_node_id_and_timestamp() -> None:
     """An accepted param lands in the ring (clamped) with the sender's node id."""
+
     async def main() -> None:
         async with live_server() as s:
             c = await s.joined()
@@ -77,11 +89,13 @@ def test_param_reaches_the_ring_clamped_with_node_id_and_timestamp() -> None:
                 assert (row["node_id_hi"], row["node_id_lo"]) == (node.high, node.low)
                 assert before <= row["timestamp_us"] <= after and row["flags"] == 0
             assert s.server.param_values()["gain"] == 1.0
+
     run(main())
 
 
 def test_sync_answers_state_with_current_values() -> None:
     """sync → state with every declared parameter's current value."""
+
     async def main() -> None:
         async with live_server() as s:
             c = await s.joined()
@@ -89,11 +103,13 @@ def test_sync_answers_state_with_current_values() -> None:
             state = await c.request(type="sync")
             assert state["type"] == "state"
             assert {p["name"]: p["value"] for p in state["params"]}["gain"] == 0.25
+
     run(main())
 
 
 def test_ping_gets_pong_with_client_time_echoed() -> None:
     """ping → pong echoing client_time exactly, with the server time."""
+
     async def main() -> None:
         async with live_server() as s:
             c = await s.joined()
@@ -101,11 +117,13 @@ def test_ping_gets_pong_with_client_time_echoed() -> None:
                 pong = await c.request(type="ping", client_time=t)
                 assert pong["type"] == "pong" and pong["client_time"] == t
                 assert 0 < pong["server_time"] <= s.server.clock.now_us()
+
     run(main())
 
 
 def test_trigger_with_coordinates_both_forms_and_not_echoed() -> None:
     """Triggers reach the ring (plain, x/y fields, and 'name:x,y'); nobody gets an echo."""
+
     async def main() -> None:
         async with live_server() as s:
             a = await s.joined()
@@ -121,11 +139,13 @@ def test_trigger_with_coordinates_both_forms_and_not_echoed() -> None:
             assert rows[2]["payload"].tolist() == [0.5, 0.125]
             assert rows[2]["param_hash"] == hash_param_name("pad")
             assert await b.nothing()
+
     run(main())
 
 
 def test_leave_closes_normally_and_frees_the_seat() -> None:
     """leave → the connection closes with 1000 and the room seat is freed."""
+
     async def main() -> None:
         async with live_server(room=RoomConfig(max_clients=1)) as s:
             c = await s.joined()
@@ -133,11 +153,13 @@ def test_leave_closes_normally_and_frees_the_seat() -> None:
             assert await c.closed_code() == 1000
             again = await s.joined()  # the only seat is free again
             await again.close()
+
     run(main())
 
 
 def test_listeners_observe_accepted_changes() -> None:
     """The host sees every accepted param and trigger as an event."""
+
     async def main() -> None:
         async with live_server() as s:
             events: list[Any] = []
@@ -149,13 +171,16 @@ def test_listeners_observe_accepted_changes() -> None:
             assert isinstance(events[0], ParamEvent) and events[0].value == pytest.approx(0.3)
             assert events[0].node_id == c.welcome["node_id"] and events[0].queued
             assert isinstance(events[1], TriggerEvent) and (events[1].x, events[1].y) == (1, 2)
+
     run(main())
 
 
 # ---- errors -------------------------------------------------------------------------
 
+
 def test_every_error_code_over_the_socket() -> None:
     """Each bad input gets its code; the socket stays open and usable afterwards."""
+
     async def main() -> None:
         async with live_server(room=RoomConfig(max_clients=1)) as s:
             c = await s.connect()
@@ -188,11 +213,13 @@ def test_every_error_code_over_the_socket() -> None:
             assert (await other.join(s.code))["code"] == "ROOM_FULL"
             assert s.consumer.is_empty()  # none of it reached the audio side
             assert (await c.request(type="ping", client_time=3))["type"] == "pong"
+
     run(main())
 
 
 def test_oversize_frame_closes_with_1009_and_others_carry_on() -> None:
     """A frame above max_message_size closes that socket with 1009 only."""
+
     async def main() -> None:
         async with live_server(max_message_size=1024) as s:
             a = await s.joined()
@@ -200,11 +227,13 @@ def test_oversize_frame_closes_with_1009_and_others_carry_on() -> None:
             await a.ws.send("x" * 2000)
             assert await a.closed_code() == 1009
             assert (await b.request(type="ping", client_time=1))["type"] == "pong"
+
     run(main())
 
 
 def test_garbage_sender_is_closed_with_policy_violation() -> None:
     """A client that keeps sending garbage gets errors, then a 1008 close."""
+
     async def main() -> None:
         async with live_server(error_budget=5) as s:
             bad = await s.joined()
@@ -221,11 +250,13 @@ def test_garbage_sender_is_closed_with_policy_violation() -> None:
             assert 5 <= errors <= 7
             assert (await good.request(type="ping", client_time=1))["type"] == "pong"
             assert s.server.stats().internal_errors == 0
+
     run(main())
 
 
 def test_server_full_is_refused_with_an_error() -> None:
     """Beyond max_connections, a new connection gets SERVER_FULL and is closed."""
+
     async def main() -> None:
         async with live_server(max_connections=2) as s:
             a = await s.connect()
@@ -235,11 +266,13 @@ def test_server_full_is_refused_with_an_error() -> None:
             assert await c.closed_code() == 1013
             assert (await a.join(s.code))["type"] == "welcome"
             await b.close()
+
     run(main())
 
 
 def test_brute_force_is_rate_limited_but_typos_are_not() -> None:
     """60 wrong codes from one address hit RATE_LIMITED; three typos elsewhere do not."""
+
     async def main() -> None:
         async with live_server() as s:
             wrong = [f"{(int(s.code) + i) % 10000:04d}" for i in range(1, 61)]
@@ -261,14 +294,17 @@ def test_brute_force_is_rate_limited_but_typos_are_not() -> None:
             for typo in wrong[:3]:
                 assert (await phone.join(typo))["code"] == "INVALID_ROOM"
             assert (await phone.join(s.code))["type"] == "welcome"
+
     run(main())
 
 
 # ---- fan-out ------------------------------------------------------------------------
 
+
 def test_echo_reaches_the_other_members_of_the_same_room_only() -> None:
     """A change is echoed as update to the room's other members, not the sender or
     other rooms."""
+
     async def main() -> None:
         async with live_server() as s:
             other_room = await s.commands.create_room()
@@ -280,11 +316,13 @@ def test_echo_reaches_the_other_members_of_the_same_room_only() -> None:
             for member in (b, c):
                 assert await member.recv() == {"type": "update", "param": "gain", "value": 0.75}
             assert await a.nothing() and await outsider.nothing()
+
     run(main())
 
 
 def test_broadcasts_reach_every_joined_client() -> None:
     """BroadcastParam and BroadcastVisualization reach all joined clients, any room."""
+
     async def main() -> None:
         async with live_server() as s:
             other_room = await s.commands.create_room()
@@ -297,11 +335,13 @@ def test_broadcasts_reach_every_joined_client() -> None:
                 assert await c.recv() == {"type": "visualization", "data": [0.5, 0.25, 1.0]}
             assert await lobby.nothing()
             assert s.server.param_values()["freq"] == 1000.0
+
     run(main())
 
 
 def test_close_room_reaches_only_that_room_and_closes_its_sockets() -> None:
     """CloseRoom sends closed to that room's clients and closes them; others stay."""
+
     async def main() -> None:
         async with live_server() as s:
             other_room = await s.commands.create_room()
@@ -315,22 +355,26 @@ def test_close_room_reaches_only_that_room_and_closes_its_sockets() -> None:
             assert s.code not in s.server.rooms()
             late = await s.connect()
             assert (await late.join(s.code))["code"] == "INVALID_ROOM"
+
     run(main())
 
 
 def test_room_expiry_closes_that_room_only() -> None:
     """A room past its expiration sends closed to its clients and closes them."""
+
     async def main() -> None:
         async with live_server(room=RoomConfig(expiration=1.0)) as s:
             a = await s.joined()
             assert (await a.recv(timeout=STEP + 2))["type"] == "closed"
             assert await a.closed_code() in (1000, 1001)
             assert s.server.rooms() == []
+
     run(main())
 
 
 def test_client_that_answers_no_pings_is_evicted() -> None:
     """A client whose socket stops answering is dropped within connection_timeout."""
+
     async def main() -> None:
         async with live_server(ping_interval=0.1, connection_timeout=0.5) as s:
             dead = await s.joined()
@@ -343,11 +387,13 @@ def test_client_that_answers_no_pings_is_evicted() -> None:
             assert (await alive.request(type="ping", client_time=1))["type"] == "pong"
             stats = [st for st in s.server.client_stats() if st.node_id]
             assert stats[0].round_trip_us is not None and stats[0].round_trip_us > 0
+
     run(main())
 
 
 def test_resume_returns_the_same_node_id_and_a_state() -> None:
     """After a dropped socket, join with the session token gives the same node id."""
+
     async def main() -> None:
         async with live_server() as s:
             a = await s.joined()
@@ -362,11 +408,13 @@ def test_resume_returns_the_same_node_id_and_a_state() -> None:
             stranger = await s.connect()
             fresh = await stranger.join(s.code, session="made-up")
             assert fresh["type"] == "welcome" and fresh["node_id"] != node
+
     run(main())
 
 
 def test_resume_while_the_old_socket_lingers_replaces_it() -> None:
     """A phone back before its old socket died takes over; the old one is closed."""
+
     async def main() -> None:
         async with live_server() as s:
             old = await s.joined()
@@ -375,11 +423,13 @@ def test_resume_while_the_old_socket_lingers_replaces_it() -> None:
             assert welcome["node_id"] == old.welcome["node_id"]
             assert await old.closed_code() == 1000
             assert s.server.stats().clients == 1
+
     run(main())
 
 
 def test_shutdown_returns_from_run_with_every_socket_closed() -> None:
     """Shutdown: clients get closed, sockets close cleanly, run() returns."""
+
     async def main() -> None:
         producer, _ = net_buffer(64)
         commands = CommandChannel()
@@ -401,11 +451,13 @@ def test_shutdown_returns_from_run_with_every_socket_closed() -> None:
             assert ws.transport is not None
             ws.transport.abort()
         assert server.stats().connections == 0
+
     run(main())
 
 
 def test_cancelling_run_closes_everything() -> None:
     """Cancelling run() also closes every connection and stops listening."""
+
     async def main() -> None:
         producer, _ = net_buffer(64)
         server = WsServer(WsServerConfig(bind_addr=("127.0.0.1", 0)), producer)
@@ -419,11 +471,13 @@ def test_cancelling_run_closes_everything() -> None:
         assert server.sockets == []
         assert ws.transport is not None
         ws.transport.abort()
+
     run(main())
 
 
 def test_commands_from_a_plain_thread() -> None:
     """A non-asyncio thread creates a room, broadcasts and shuts the server down."""
+
     async def main() -> None:
         async with live_server() as s:
             result: dict[str, Any] = {}
@@ -438,11 +492,13 @@ def test_commands_from_a_plain_thread() -> None:
             assert await c.recv() == {"type": "update", "param": "gain", "value": 0.125}
             await asyncio.get_running_loop().run_in_executor(None, t.join, STEP)
             assert result["code"] in s.server.rooms()
+
     run(main())
 
 
 def test_commands_before_run_are_answered() -> None:
     """The seed's Basic Usage: CreateRoom awaited before run() does not hang."""
+
     async def main() -> None:
         producer, _ = net_buffer(8)
         commands = CommandChannel(4)
@@ -454,6 +510,7 @@ def test_commands_before_run_are_answered() -> None:
         assert create.wait(0) == code
         await commands.send(ServerCommand.Shutdown())
         await asyncio.wait_for(server.run(), STEP)  # returns at once
+
     run(main())
 
 
@@ -482,13 +539,16 @@ def test_basic_usage_example_runs_as_written() -> None:
             assert orjson.loads(await ws.recv())["type"] == "welcome"
         await server.commands.send(ServerCommand.Shutdown())
         await asyncio.wait_for(task, STEP)
+
     run(main())
 
 
 # ---- load and slow clients ----------------------------------------------------------
 
+
 def test_a_client_that_stops_reading_delays_nobody() -> None:
     """A stalled phone gets only bounded, coalesced traffic; the others keep flowing."""
+
     async def main() -> None:
         async with live_server(broadcast_capacity=8) as s:
             stalled = await s.joined()
@@ -507,11 +567,13 @@ def test_a_client_that_stops_reading_delays_nobody() -> None:
             stats = {st.node_id: st for st in s.server.client_stats()}
             assert stats[stalled.welcome["node_id"]].dropped > 100
             assert stats[fine.welcome["node_id"]].dropped == 0
+
     run(main())
 
 
 def test_hundred_phones_in_one_room_at_60_hz_all_reach_the_ring() -> None:
     """100 clients × 60 Hz for 1.5 s: every message reaches the ring; echoes coalesce."""
+
     async def main() -> None:
         async with live_server(capacity=32768) as s:
             clients = [await s.joined() for _ in range(100)]
@@ -551,11 +613,13 @@ def test_hundred_phones_in_one_room_at_60_hz_all_reach_the_ring() -> None:
             elapsed = loop.time() - start
             assert max(received) <= 60 * elapsed * 1.5 + 10
             assert min(received) > 0
+
     run(main(), timeout=120)
 
 
 def test_ring_overload_drops_and_counts_without_blocking() -> None:
     """With the audio side stalled, the ring fills; extra messages are counted."""
+
     async def main() -> None:
         async with live_server(capacity=4) as s:
             c = await s.joined()
@@ -564,13 +628,16 @@ def test_ring_overload_drops_and_counts_without_blocking() -> None:
             assert (await c.request(type="ping", client_time=1))["type"] == "pong"
             stats = s.server.stats()
             assert (stats.accepted, stats.refused, stats.ring_dropped) == (4, 6, 6)
+
     run(main())
 
 
 # ---- scheduling over the wire --------------------------------------------------------
 
+
 def test_event_with_at_arrives_in_its_block_at_the_right_sample() -> None:
     """A param sent with at=T lands in the audio block containing T at frame (T-start)·sr."""
+
     async def main() -> None:
         async with live_server() as s:
             c = await s.joined()
@@ -595,11 +662,13 @@ def test_event_with_at_arrives_in_its_block_at_the_right_sample() -> None:
             assert events[0]["timestamp_us"] == at and events[0]["flags"] == 1
             assert events[0]["sample_offset"] == (at - block_start) * rate // 1_000_000
             assert events[0]["payload"][0] == pytest.approx(0.9)
+
     run(main())
 
 
 def test_fragmented_messages_are_handled_in_order() -> None:
     """A message sent in fragments works like a whole one (the assembler path)."""
+
     async def main() -> None:
         async with live_server() as s:
             c = await s.joined()
@@ -607,4 +676,5 @@ def test_fragmented_messages_are_handled_in_order() -> None:
             assert (await c.recv())["client_time"] == 42
             await c.ws.send(["not ", "json"])
             assert (await c.recv())["code"] == "INVALID_MESSAGE"
+
     run(main())

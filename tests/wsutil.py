@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection
 
 from bbx_net import net_buffer
 from bbx_net.websocket import CommandChannel, ParamSpec, WsServer, WsServerConfig
+
 from conftest import TIMEOUT_SCALE
 
 T = TypeVar("T")
@@ -25,8 +26,10 @@ PARAMS = [ParamSpec("gain", 0.5, 0.0, 1.0), ParamSpec("freq", 440.0, 20.0, 20000
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     """Runs a test coroutine with asyncio debug on and an overall time bound."""
+
     async def bounded() -> T:
         return await asyncio.wait_for(coro, timeout * TIMEOUT_SCALE)
+
     return asyncio.run(bounded(), debug=True)
 
 
@@ -50,8 +53,9 @@ async def live_server(capacity: int = 4096, **config: Any) -> AsyncIterator[Serv
 
 
 class Server:
-    def __init__(self, server: WsServer, consumer: Any, commands: CommandChannel,
-                 code: str) -> None:
+    def __init__(
+        self, server: WsServer, consumer: Any, commands: CommandChannel, code: str
+    ) -> None:
         self.server = server
         self.consumer = consumer
         self.commands = commands
@@ -68,8 +72,9 @@ class Server:
         self.clients.append(client)
         return client
 
-    async def joined(self, code: str | None = None, *, client_name: str | None = None,
-                     **connect_kw: Any) -> Client:
+    async def joined(
+        self, code: str | None = None, *, client_name: str | None = None, **connect_kw: Any
+    ) -> Client:
         """A client that joined (welcome and state already read)."""
         client = await self.connect(**connect_kw)
         extra = {} if client_name is None else {"client_name": client_name}
@@ -109,8 +114,9 @@ class Client:
             return True
         return False
 
-    async def recv_until(self, pred: Callable[[dict[str, Any]], bool],
-                         limit: int = 1000) -> dict[str, Any]:
+    async def recv_until(
+        self, pred: Callable[[dict[str, Any]], bool], limit: int = 1000
+    ) -> dict[str, Any]:
         """Reads frames until one satisfies `pred` (bounded in count and time)."""
         for _ in range(limit):
             msg = await self.recv()
@@ -137,8 +143,9 @@ class Client:
             await asyncio.wait_for(self.ws.wait_closed(), STEP)
 
 
-async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = STEP,
-                     interval: float = 0.01) -> None:
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], timeout: float = STEP, interval: float = 0.01
+) -> None:
     """Polls `check` until it holds (bounded by `timeout`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -79,10 +79,11 @@ cdef class ClockSync:
         return PyCapsule_New(<void *>self._clock, BBX_CLOCK_CAPSULE_NAME, NULL)
 
 
-cdef inline double _finite(double t, str name) except? -1.0:
-    if not isfinite(t):
-        raise ValueError(f"{name} must be finite, got {t!r}")
-    return t
+cdef int _check_finite(double t1, double t2, double t3, double t4) except -1:
+    for name, t in (("t1", t1), ("t2", t2), ("t3", t3), ("t4", t4)):
+        if not isfinite(t):
+            raise ValueError(f"{name} must be finite, got {t!r}")
+    return 0
 
 
 def ntp_offset(double t1, double t2, double t3, double t4) -> float:
@@ -95,7 +96,7 @@ def ntp_offset(double t1, double t2, double t3, double t4) -> float:
     Raises:
         ValueError: a timestamp is not finite.
     """
-    _finite(t1, "t1"); _finite(t2, "t2"); _finite(t3, "t3"); _finite(t4, "t4")
+    _check_finite(t1, t2, t3, t4)
     return ((t2 - t1) + (t3 - t4)) / 2.0
 
 
@@ -105,7 +106,7 @@ def round_trip_delay(double t1, double t2, double t3, double t4) -> float:
     Raises:
         ValueError: a timestamp is not finite.
     """
-    _finite(t1, "t1"); _finite(t2, "t2"); _finite(t3, "t3"); _finite(t4, "t4")
+    _check_finite(t1, t2, t3, t4)
     return (t4 - t1) - (t3 - t2)
 
 

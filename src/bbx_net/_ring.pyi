@@ -107,8 +107,12 @@ class NetBufferConsumer:
 
 class _SequenceChecker:
     def __init__(
-        self, ring: NetBufferConsumer | Any, total: int, timeout_s: float,
-        check: bool = True, sleep_us: int = 0,
+        self,
+        ring: NetBufferConsumer | Any,
+        total: int,
+        timeout_s: float,
+        check: bool = True,
+        sleep_us: int = 0,
     ) -> None: ...
     def join(self) -> dict[str, Any]: ...
 

@@ -1,8 +1,8 @@
 """`bbx-net serve`: a server with a room, the phone page, a QR code and a demo audio side.
 
-    bbx-net serve                       # demo parameters, 0.0.0.0:8080
-    bbx-net serve --params show.toml    # your parameters and trigger pads
-    bbx-net serve --param freq=440:20:2000 --trigger kick --port 9000
+bbx-net serve                       # demo parameters, 0.0.0.0:8080
+bbx-net serve --params show.toml    # your parameters and trigger pads
+bbx-net serve --param freq=440:20:2000 --trigger kick --port 9000
 """
 
 from __future__ import annotations
@@ -38,8 +38,14 @@ from .websocket import (
 )
 from .websocket import run as run_event_loop
 
-__all__ = ["ParamFileError", "build_parser", "lan_urls", "load_param_file", "main",
-           "parse_param_flag"]
+__all__ = [
+    "ParamFileError",
+    "build_parser",
+    "lan_urls",
+    "load_param_file",
+    "main",
+    "parse_param_flag",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ class ParamFileError(BbxNetError):
 
 
 # ---- parameters from files and flags --------------------------------------------------
+
 
 def _line_of(text: str, needle: str) -> int | None:
     for number, line in enumerate(text.splitlines(), 1):
@@ -100,8 +107,10 @@ def load_param_file(path: Path) -> tuple[list[ParamSpec], list[str]]:
     unknown = set(data) - {"params", "triggers"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ParamFileError(f"{path}:{_line_of(text, key) or 1}: unknown key {key!r} "
-                             "(expected 'params' and 'triggers')")
+        raise ParamFileError(
+            f"{path}:{_line_of(text, key) or 1}: unknown key {key!r} "
+            "(expected 'params' and 'triggers')"
+        )
     raw_params = data.get("params", [])
     if not isinstance(raw_params, list):
         raise ParamFileError(f"{path}:{_line_of(text, 'params') or 1}: 'params' must be a list")
@@ -109,29 +118,34 @@ def load_param_file(path: Path) -> tuple[list[ParamSpec], list[str]]:
     for i, entry in enumerate(raw_params):
         where = f"params[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ParamFileError(f"{path}:{_line_of(text, 'params') or 1}: {where} needs a "
-                                 "string 'name'")
+            raise ParamFileError(
+                f"{path}:{_line_of(text, 'params') or 1}: {where} needs a string 'name'"
+            )
         name = entry["name"]
         line = _line_of(text, f'"{name}"') or _line_of(text, name) or 1
         extra = set(entry) - {"name", "value", "min", "max"}
         if extra:
-            raise ParamFileError(f"{path}:{line}: {where} ({name!r}): unknown field "
-                                 f"{sorted(extra)[0]!r}")
-        lo, hi = entry.get("min", 0.0), entry.get("max", 1.0)
-        value = entry.get("value", lo)
+            raise ParamFileError(
+                f"{path}:{line}: {where} ({name!r}): unknown field {sorted(extra)[0]!r}"
+            )
+        lo: Any = entry.get("min", 0.0)
+        hi: Any = entry.get("max", 1.0)
+        value: Any = entry.get("value", lo)
         try:
             params.append(ParamSpec(name, value, lo, hi))
         except (ValueError, TypeError) as exc:
             raise ParamFileError(f"{path}:{line}: {where} ({name!r}): {exc}") from None
     triggers = data.get("triggers", [])
     if not isinstance(triggers, list) or not all(isinstance(t, str) and t for t in triggers):
-        raise ParamFileError(f"{path}:{_line_of(text, 'triggers') or 1}: 'triggers' must be "
-                             "a list of names")
+        raise ParamFileError(
+            f"{path}:{_line_of(text, 'triggers') or 1}: 'triggers' must be a list of names"
+        )
     names = [p.name for p in params]
     for name in names:
         if names.count(name) > 1:
-            raise ParamFileError(f"{path}:{_line_of(text, name) or 1}: parameter {name!r} "
-                                 "is declared twice")
+            raise ParamFileError(
+                f"{path}:{_line_of(text, name) or 1}: parameter {name!r} is declared twice"
+            )
     return params, triggers
 
 
@@ -155,6 +169,7 @@ def parse_param_flag(text: str) -> ParamSpec:
 
 
 # ---- network addresses ----------------------------------------------------------------
+
 
 def lan_addresses() -> list[str]:
     """This machine's IPv4 addresses that phones on the LAN can reach (best effort)."""
@@ -189,6 +204,7 @@ def print_qr(url: str, out: TextIO) -> None:
 
 
 # ---- the demo audio side ----------------------------------------------------------------
+
 
 @dataclass
 class AudioMonitor:
@@ -243,14 +259,18 @@ class AudioMonitor:
     def line(self) -> str:
         values = " ".join(f"{k}={v:.3g}" for k, v in self.values.items())
         st = self.server.stats()
-        trig = f"triggers {self.triggers}" + (f" (last {self.last_trigger})"
-                                               if self.last_trigger else "")
-        return (f"{values} | {trig} | clients {st.clients} | ring {st.ring_len}/"
-                f"{st.ring_capacity} dropped {st.ring_dropped} | late blocks "
-                f"{self.late_blocks}")
+        trig = f"triggers {self.triggers}" + (
+            f" (last {self.last_trigger})" if self.last_trigger else ""
+        )
+        return (
+            f"{values} | {trig} | clients {st.clients} | ring {st.ring_len}/"
+            f"{st.ring_capacity} dropped {st.ring_dropped} | late blocks "
+            f"{self.late_blocks}"
+        )
 
 
 # ---- serve ------------------------------------------------------------------------------
+
 
 async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     params, triggers = list(DEMO_PARAMS), list(DEMO_TRIGGERS)
@@ -267,8 +287,9 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         bind_addr=(args.host, args.port),
         params=params,
         triggers=triggers,
-        room=RoomConfig(code_length=args.code_length, expiration=args.expiration,
-                        max_clients=args.max_clients),
+        room=RoomConfig(
+            code_length=args.code_length, expiration=args.expiration, max_clients=args.max_clients
+        ),
     )
     producer, consumer = net_buffer(args.capacity)
     commands = CommandChannel()
@@ -294,8 +315,10 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     described = ", ".join(f"{p.name} {p.value:g} [{p.min:g}..{p.max:g}]" for p in params)
     out.write(f"\n  Parameters: {described}\n")
     out.write(f"  Trigger pads: {', '.join(triggers) or '(none)'}; XY pad sends 'xy'\n")
-    out.write(f"  Audio side: {args.sample_rate} Hz, {args.block_size}-frame blocks, "
-              f"ring of {args.capacity}\n  Ctrl-C to stop.\n\n")
+    out.write(
+        f"  Audio side: {args.sample_rate} Hz, {args.block_size}-frame blocks, "
+        f"ring of {args.capacity}\n  Ctrl-C to stop.\n\n"
+    )
     out.flush()
 
     loop = asyncio.get_running_loop()
@@ -334,39 +357,72 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bbx_net {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     s = sub.add_parser(
-        "serve", help="start a server with a room, the phone page and a demo audio side",
+        "serve",
+        help="start a server with a room, the phone page and a demo audio side",
         description="Start a server, create a room, print its code, the LAN links and a "
-                    "QR code, and show what the audio side receives.",
+        "QR code, and show what the audio side receives.",
     )
-    s.add_argument("--host", default="0.0.0.0",
-                   help="address to listen on (default 0.0.0.0: every interface)")
-    s.add_argument("--port", type=int, default=8080,
-                   help="TCP port for the page and the WebSocket (default 8080; 0 = any)")
-    s.add_argument("--params", type=Path, metavar="FILE",
-                   help="parameters and trigger pads from a .json or .toml file "
-                        "(default: a demo set)")
-    s.add_argument("--param", type=parse_param_flag, action="append", metavar="NAME=V[:MIN:MAX]",
-                   help="declare or override a parameter (repeatable), e.g. freq=440:20:2000")
-    s.add_argument("--trigger", action="append", metavar="NAME",
-                   help="add a trigger pad (repeatable)")
-    s.add_argument("--capacity", type=int, default=4096,
-                   help="ring capacity in messages (default 4096)")
-    s.add_argument("--sample-rate", type=int, default=48_000,
-                   help="demo audio side's sample rate in Hz (default 48000)")
-    s.add_argument("--block-size", type=int, default=256,
-                   help="demo audio side's block size in frames (default 256)")
-    s.add_argument("--code-length", type=int, default=4,
-                   help="digits in the room code (default 4)")
-    s.add_argument("--expiration", type=float, default=24 * 3600.0,
-                   help="seconds before the room closes itself (default 86400)")
-    s.add_argument("--max-clients", type=int, default=100,
-                   help="phones per room (default 100)")
+    s.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: every interface)"
+    )
+    s.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="TCP port for the page and the WebSocket (default 8080; 0 = any)",
+    )
+    s.add_argument(
+        "--params",
+        type=Path,
+        metavar="FILE",
+        help="parameters and trigger pads from a .json or .toml file (default: a demo set)",
+    )
+    s.add_argument(
+        "--param",
+        type=parse_param_flag,
+        action="append",
+        metavar="NAME=V[:MIN:MAX]",
+        help="declare or override a parameter (repeatable), e.g. freq=440:20:2000",
+    )
+    s.add_argument(
+        "--trigger", action="append", metavar="NAME", help="add a trigger pad (repeatable)"
+    )
+    s.add_argument(
+        "--capacity", type=int, default=4096, help="ring capacity in messages (default 4096)"
+    )
+    s.add_argument(
+        "--sample-rate",
+        type=int,
+        default=48_000,
+        help="demo audio side's sample rate in Hz (default 48000)",
+    )
+    s.add_argument(
+        "--block-size",
+        type=int,
+        default=256,
+        help="demo audio side's block size in frames (default 256)",
+    )
+    s.add_argument("--code-length", type=int, default=4, help="digits in the room code (default 4)")
+    s.add_argument(
+        "--expiration",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds before the room closes itself (default 86400)",
+    )
+    s.add_argument("--max-clients", type=int, default=100, help="phones per room (default 100)")
     s.add_argument("--no-qr", action="store_true", help="do not print a QR code")
-    s.add_argument("--no-monitor", action="store_true",
-                   help="do not print the live line of what the audio side receives")
-    s.add_argument("--monitor-interval", type=float, default=0.5, metavar="SECONDS",
-                   help="refresh of the live line (default 0.5 s; 10x that when the "
-                        "output is not a terminal)")
+    s.add_argument(
+        "--no-monitor",
+        action="store_true",
+        help="do not print the live line of what the audio side receives",
+    )
+    s.add_argument(
+        "--monitor-interval",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="refresh of the live line (default 0.5 s; 10x that when the output is not a terminal)",
+    )
     s.add_argument("-v", "--verbose", action="store_true", help="log connections")
     return parser
 
@@ -377,10 +433,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
-    for name, value in (("--sample-rate", args.sample_rate), ("--block-size", args.block_size),
-                        ("--capacity", args.capacity)):
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    for name, value in (
+        ("--sample-rate", args.sample_rate),
+        ("--block-size", args.block_size),
+        ("--capacity", args.capacity),
+    ):
         if value < 1:
             parser.error(f"{name} must be positive")
     if not args.monitor_interval > 0:
@@ -396,8 +457,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bbx-net: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"bbx-net: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"bbx-net: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -64,10 +64,21 @@ INVALID_TIME: Final = "INVALID_TIME"
 RATE_LIMITED: Final = "RATE_LIMITED"
 SERVER_FULL: Final = "SERVER_FULL"
 
-ERROR_CODES: Final = frozenset({
-    INVALID_ROOM, ROOM_FULL, NOT_JOINED, ALREADY_JOINED, INVALID_MESSAGE, UNKNOWN_TYPE,
-    INVALID_VALUE, UNKNOWN_PARAM, INVALID_TIME, RATE_LIMITED, SERVER_FULL,
-})
+ERROR_CODES: Final = frozenset(
+    {
+        INVALID_ROOM,
+        ROOM_FULL,
+        NOT_JOINED,
+        ALREADY_JOINED,
+        INVALID_MESSAGE,
+        UNKNOWN_TYPE,
+        INVALID_VALUE,
+        UNKNOWN_PARAM,
+        INVALID_TIME,
+        RATE_LIMITED,
+        SERVER_FULL,
+    }
+)
 
 #: Longest parameter / trigger / client name accepted, in characters.
 MAX_NAME_LENGTH: Final = 128
@@ -85,6 +96,7 @@ class ProtocolError(BbxNetError):
 
 
 # ---- client messages ----------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Join:
@@ -134,7 +146,7 @@ class Leave:
 ClientMessage = Join | Param | Trigger | Sync | Ping | Leave
 
 
-def _loads(frame: str | bytes) -> Any:
+def _loads(frame: str | bytes | bytearray | memoryview) -> Any:
     try:
         return orjson.loads(frame)
     except orjson.JSONDecodeError:
@@ -142,7 +154,7 @@ def _loads(frame: str | bytes) -> Any:
     # orjson refuses NaN, Infinity and 1e999. The standard parser takes them, so such a
     # frame gets the precise INVALID_VALUE instead of a vague INVALID_MESSAGE.
     try:
-        return json.loads(frame)
+        return json.loads(bytes(frame) if isinstance(frame, memoryview) else frame)
     except (ValueError, RecursionError):
         raise ProtocolError(INVALID_MESSAGE, "frame is not valid JSON") from None
 
@@ -199,7 +211,9 @@ def _parse_trigger(obj: dict[str, Any]) -> Trigger:
     return Trigger(name, _number(x_raw, "x"), _number(y_raw, "y"), _at(obj))
 
 
-def parse_client_message(frame: str | bytes, *, binary: bool = False) -> ClientMessage:
+def parse_client_message(
+    frame: str | bytes | bytearray | memoryview, *, binary: bool = False
+) -> ClientMessage:
     """Parses one frame from a client.
 
     Args:
@@ -269,6 +283,7 @@ def check_at(at: int | None, now_us: int, horizon_us: int) -> None:
 
 # ---- server messages ----------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class ParamState:
     """One entry of a `state` message."""
@@ -294,8 +309,7 @@ def encode_state(params: Iterable[ParamState], triggers: Sequence[str] = ()) -> 
     """
     msg: dict[str, Any] = {
         "type": "state",
-        "params": [{"name": p.name, "value": p.value, "min": p.min, "max": p.max}
-                   for p in params],
+        "params": [{"name": p.name, "value": p.value, "min": p.min, "max": p.max} for p in params],
     }
     if triggers:
         msg["triggers"] = list(triggers)

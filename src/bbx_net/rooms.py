@@ -99,8 +99,9 @@ class RoomRegistry:
         max_rooms: rooms that may exist at once.
     """
 
-    def __init__(self, config: RoomConfig, resume_grace: float = 60.0,
-                 max_rooms: int = 1000) -> None:
+    def __init__(
+        self, config: RoomConfig, resume_grace: float = 60.0, max_rooms: int = 1000
+    ) -> None:
         if resume_grace < 0:
             raise ValueError("resume_grace must be >= 0")
         self.config = config
@@ -165,8 +166,9 @@ class RoomRegistry:
 
     # ---- seats ----
 
-    def join(self, code: str, now: float, token: str | None = None,
-             client_name: str | None = None) -> JoinResult:
+    def join(
+        self, code: str, now: float, token: str | None = None, client_name: str | None = None
+    ) -> JoinResult:
         """Gives a connection a seat in room `code`.
 
         A `token` from an earlier welcome, presented while its seat is held (or still
@@ -221,8 +223,9 @@ class RoomRegistry:
 
     def purge(self, now: float) -> int:
         """Frees seats whose grace ran out; returns how many."""
-        stale = [s for s in self._by_node.values()
-                 if s.held_until is not None and s.held_until < now]
+        stale = [
+            s for s in self._by_node.values() if s.held_until is not None and s.held_until < now
+        ]
         for seat in stale:
             self.leave(seat.node_id)
         return len(stale)
@@ -248,8 +251,9 @@ class JoinThrottle:
             are forgotten first (they carry no state worth keeping).
     """
 
-    def __init__(self, burst: int = 10, per_hour: float = 60.0,
-                 max_addresses: int = 100_000) -> None:
+    def __init__(
+        self, burst: int = 10, per_hour: float = 60.0, max_addresses: int = 100_000
+    ) -> None:
         if burst < 1 or per_hour <= 0:
             raise ValueError("burst must be >= 1 and per_hour > 0")
         self.burst = float(burst)

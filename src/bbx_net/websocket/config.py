@@ -129,15 +129,21 @@ class WsServerConfig:
 
     def __post_init__(self) -> None:
         parse_bind_addr(self.bind_addr)
-        for name in ("ping_interval", "connection_timeout", "handshake_timeout",
-                     "update_rate"):
+        for name in ("ping_interval", "connection_timeout", "handshake_timeout", "update_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("resume_grace", "schedule_horizon"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("broadcast_capacity", "max_message_size", "max_connections",
-                     "max_rooms", "error_budget", "join_burst", "backlog"):
+        for name in (
+            "broadcast_capacity",
+            "max_message_size",
+            "max_connections",
+            "max_rooms",
+            "error_budget",
+            "join_burst",
+            "backlog",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         names = [p.name for p in self.params]

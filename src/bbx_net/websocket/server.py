@@ -154,8 +154,13 @@ class _Connection(ServerConnection):
 
     def process_event(self, event: Any) -> None:
         server = self.bbx_server
-        if (server is not None and self.request is not None and isinstance(event, Frame)
-                and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY)):
+        if (
+            server is not None
+            and self.request is not None
+            and isinstance(event, Frame)
+            and event.fin
+            and event.opcode in (Opcode.TEXT, Opcode.BINARY)
+        ):
             client = server._client_for(self)
             if not client.closing and not client.rejected:
                 server._on_frame(client, event.data, event.opcode is Opcode.BINARY)
@@ -173,9 +178,27 @@ class _Client:
     """Per-connection state. Slotted: hundreds of these live at once."""
 
     __slots__ = (
-        "ws", "address", "seat", "node_str", "room_code", "error_tokens", "error_time",
-        "errors", "messages_in", "messages_out", "dropped", "pending", "viz", "queue",
-        "last_flush", "last_pong", "rtt_us", "estimator", "closing", "replaced", "rejected",
+        "ws",
+        "address",
+        "seat",
+        "node_str",
+        "room_code",
+        "error_tokens",
+        "error_time",
+        "errors",
+        "messages_in",
+        "messages_out",
+        "dropped",
+        "pending",
+        "viz",
+        "queue",
+        "last_flush",
+        "last_pong",
+        "rtt_us",
+        "estimator",
+        "closing",
+        "replaced",
+        "rejected",
     )
 
     def __init__(self, ws: ServerConnection, address: str, budget: int, now: float) -> None:
@@ -220,8 +243,12 @@ class WsServer:
         commands: the CommandChannel this server listens to.
     """
 
-    def __init__(self, config: WsServerConfig, producer: NetBufferProducer,
-                 commands: CommandChannel | None = None) -> None:
+    def __init__(
+        self,
+        config: WsServerConfig,
+        producer: NetBufferProducer,
+        commands: CommandChannel | None = None,
+    ) -> None:
         self.config = config
         self.producer = producer
         self.commands = commands if commands is not None else CommandChannel()
@@ -288,24 +315,36 @@ class WsServer:
         out = []
         for c in list(self._connections):
             est = c.estimator
-            out.append(ClientStats(
-                node_id=c.node_str, room_code=c.room_code,
-                client_name=c.seat.client_name if c.seat else None, address=c.address,
-                round_trip_us=c.rtt_us,
-                clock_offset_us=None if est is None else est.offset_us,
-                messages_in=c.messages_in, messages_out=c.messages_out, dropped=c.dropped,
-                errors=c.errors,
-            ))
+            out.append(
+                ClientStats(
+                    node_id=c.node_str,
+                    room_code=c.room_code,
+                    client_name=c.seat.client_name if c.seat else None,
+                    address=c.address,
+                    round_trip_us=c.rtt_us,
+                    clock_offset_us=None if est is None else est.offset_us,
+                    messages_in=c.messages_in,
+                    messages_out=c.messages_out,
+                    dropped=c.dropped,
+                    errors=c.errors,
+                )
+            )
         return out
 
     def stats(self) -> ServerStats:
         """A snapshot of the server's counters."""
         p = self.producer
         return ServerStats(
-            connections=len(self._connections), clients=len(self._by_node),
-            rooms=len(self._rooms), ring_len=len(p), ring_capacity=p.capacity,
-            ring_dropped=p.dropped, accepted=self._accepted, refused=self._refused,
-            errors=self._errors, internal_errors=self._internal_errors,
+            connections=len(self._connections),
+            clients=len(self._by_node),
+            rooms=len(self._rooms),
+            ring_len=len(p),
+            ring_capacity=p.capacity,
+            ring_dropped=p.dropped,
+            accepted=self._accepted,
+            refused=self._refused,
+            errors=self._errors,
+            internal_errors=self._internal_errors,
         )
 
     async def start(self) -> None:
@@ -327,7 +366,9 @@ class WsServer:
             bbx_server = owner
 
         self._server = await serve(
-            self._handle, host or None, port,
+            self._handle,
+            host or None,
+            port,
             create_connection=Connection,
             process_request=static.process_request if static else None,
             origins=origins,
@@ -543,7 +584,9 @@ class WsServer:
             self._rooms.drop(client.seat.node_id, time.monotonic())
         self._detach(client)
 
-    def _on_frame(self, client: _Client, frame: str | bytes, binary: bool) -> None:
+    def _on_frame(
+        self, client: _Client, frame: str | bytes | bytearray | memoryview, binary: bool
+    ) -> None:
         client.messages_in += 1
         try:
             message = parse_client_message(frame, binary=binary)
@@ -573,8 +616,10 @@ class WsServer:
             logger.debug("%s: %s", client.address, exc)
         self._send(client, encode_error(exc.code, exc.message))
         now = self._now()
-        tokens = min(float(self.config.error_budget),
-                     client.error_tokens + (now - client.error_time)) - 1.0
+        tokens = (
+            min(float(self.config.error_budget), client.error_tokens + (now - client.error_time))
+            - 1.0
+        )
         client.error_tokens, client.error_time = tokens, now
         if tokens < 0:
             self._close(client, _POLICY, "too many invalid messages")
@@ -634,8 +679,7 @@ class WsServer:
             h = hash_param_name(msg.param)
         node = seat.node_id
         ts = msg.at if msg.at is not None else now_us
-        queued = self.producer.try_send_param(h, value, node.high, node.low, ts,
-                                              msg.at is not None)
+        queued = self.producer.try_send_param(h, value, node.high, node.low, ts, msg.at is not None)
         if queued:
             self._accepted += 1
         else:
@@ -649,8 +693,9 @@ class WsServer:
                 if other is not client:
                     self._queue_update(other, msg.param, frame, now)
         if self._listeners:
-            self._notify(ParamEvent(msg.param, value, client.node_str, seat.room_code,
-                                    msg.at, ts, queued))
+            self._notify(
+                ParamEvent(msg.param, value, client.node_str, seat.room_code, msg.at, ts, queued)
+            )
 
     def _on_trigger(self, client: _Client, msg: Trigger) -> None:
         seat = self._require_joined(client)
@@ -658,15 +703,26 @@ class WsServer:
         check_at(msg.at, now_us, self._horizon_us)
         node = seat.node_id
         ts = msg.at if msg.at is not None else now_us
-        queued = self.producer.try_send_trigger(msg.name, msg.x, msg.y, node.high, node.low,
-                                                ts, msg.at is not None)
+        queued = self.producer.try_send_trigger(
+            msg.name, msg.x, msg.y, node.high, node.low, ts, msg.at is not None
+        )
         if queued:
             self._accepted += 1
         else:
             self._refused += 1
         if self._listeners:
-            self._notify(TriggerEvent(msg.name, msg.x, msg.y, client.node_str or "",
-                                      seat.room_code, msg.at, ts, queued))
+            self._notify(
+                TriggerEvent(
+                    msg.name,
+                    msg.x,
+                    msg.y,
+                    client.node_str or "",
+                    seat.room_code,
+                    msg.at,
+                    ts,
+                    queued,
+                )
+            )
 
     def _on_ping(self, client: _Client, msg: Ping) -> None:
         self._require_joined(client)
@@ -701,8 +757,12 @@ class WsServer:
     def _queue_update(self, client: _Client, name: str, frame: bytes, now: float) -> None:
         """An `update` for one client: now if allowed, else coalesced to the latest."""
         pending = client.pending
-        if pending is None and now - client.last_flush >= self._flush_interval \
-                and not client.queue and not client.is_slow():
+        if (
+            pending is None
+            and now - client.last_flush >= self._flush_interval
+            and not client.queue
+            and not client.is_slow()
+        ):
             client.last_flush = now
             client.messages_out += 1
             broadcast((client.ws,), frame, text=True)
@@ -814,7 +874,7 @@ class WsServer:
                     waiter = await c.ws.ping()
                 except ConnectionClosed:
                     continue
-                waiter.add_done_callback(self._pong_callback(c))
+                asyncio.ensure_future(waiter).add_done_callback(self._pong_callback(c))
 
     def _pong_callback(self, client: _Client) -> Callable[[asyncio.Future[float]], None]:
         def on_pong(fut: asyncio.Future[float]) -> None:
@@ -822,6 +882,7 @@ class WsServer:
                 return
             client.last_pong = self._now()
             client.rtt_us = fut.result() * 1e6
+
         return on_pong
 
     async def _housekeeping(self) -> None:

@@ -40,8 +40,10 @@ class StaticFiles:
                 if entry.is_file() and not entry.name.startswith("."):
                     suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
                     ctype = _TYPES.get(suffix) or mimetypes.guess_type(entry.name)[0]
-                    self._files["/" + entry.name] = (entry.read_bytes(),
-                                                     ctype or "application/octet-stream")
+                    self._files["/" + entry.name] = (
+                        entry.read_bytes(),
+                        ctype or "application/octet-stream",
+                    )
         if "/index.html" in self._files:
             self._files["/"] = self._files["/index.html"]
 
@@ -58,11 +60,13 @@ class StaticFiles:
 
 
 def _response(status: http.HTTPStatus, body: bytes, ctype: str) -> Response:
-    headers = Headers([
-        ("Content-Type", ctype),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", "no-cache"),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Connection", "close"),
-    ])
+    headers = Headers(
+        [
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Connection", "close"),
+        ]
+    )
     return Response(status.value, status.phrase, headers, body)
