@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import runpy
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -678,3 +679,92 @@ def test_fragmented_messages_are_handled_in_order() -> None:
             assert (await c.recv())["code"] == "INVALID_MESSAGE"
 
     run(main())
+
+
+def test_allowed_origins_are_enforced() -> None:
+    """With allowed_origins set, other Origin headers are refused at the handshake."""
+
+    async def main() -> None:
+        async with live_server(allowed_origins=("http://stage.local",)) as s:
+            good = await s.connect(origin="http://stage.local")
+            assert (await good.join(s.code))["type"] == "welcome"
+            with pytest.raises(websockets.InvalidStatus) as info:
+                await s.connect(origin="http://evil.example")
+            assert info.value.response.status_code == 403
+
+    run(main())
+
+
+def test_page_is_served_over_http_on_the_same_port() -> None:
+    """A plain GET on the WebSocket port returns the phone page; unknown paths 404."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            for path, status, marker in (
+                ("/", 200, b"<!doctype html>"),
+                ("/bbx-client.js", 200, b"export class BbxClient"),
+                ("/nope", 404, b"not found"),
+            ):
+                reader, writer = await asyncio.open_connection("127.0.0.1", s.server.port)
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                data = await asyncio.wait_for(reader.read(), STEP)
+                writer.close()
+                await writer.wait_closed()
+                assert data.startswith(f"HTTP/1.1 {status}".encode()), data[:40]
+                assert marker in data
+
+    run(main())
+
+
+def test_flooding_clients_do_not_starve_the_others() -> None:
+    """20 phones each dump 5,000 messages at once: the server handles at most 64 frames
+    per connection per loop turn (so others get their turn), answers another phone's
+    pings meanwhile, and every message still reaches the ring."""
+
+    async def main() -> None:
+        async with live_server(capacity=131072) as s:
+            loop = asyncio.get_running_loop()
+            turn = [0]
+
+            def tick() -> None:  # runs once per event-loop iteration
+                turn[0] += 1
+                if not stopped:
+                    loop.call_soon(tick)
+
+            stopped = False
+            per_turn: Counter[tuple[int, int]] = Counter()
+            handle = s.server._on_frame
+
+            def spy(client: Any, frame: Any, binary: bool) -> None:
+                per_turn[(id(client), turn[0])] += 1
+                handle(client, frame, binary)
+
+            s.server._on_frame = spy  # type: ignore[method-assign]
+            loop.call_soon(tick)
+            floods = [await s.joined() for _ in range(20)]
+            probe = await s.joined(await s.commands.create_room())  # no echoes
+            burst = b"".join(
+                _masked(orjson.dumps({"type": "param", "param": "gain", "value": 0.5}))
+                for _ in range(5_000)
+            )
+            for f in floods:
+                assert f.ws.transport is not None
+                f.ws.transport.write(burst)  # ~160 KB of frames in one write each
+            worst = 0.0
+            for i in range(20):
+                t0 = loop.time()
+                assert (await probe.request(type="ping", client_time=i))["type"] == "pong"
+                worst = max(worst, loop.time() - t0)
+            await eventually(lambda: s.server.stats().accepted == 100_000, timeout=STEP * 4)
+            stopped = True
+            print(f"worst probe round trip during the flood: {worst * 1000:.0f} ms")
+            assert max(per_turn.values()) <= 64
+
+    run(main(), timeout=120)
+
+
+def _masked(payload: bytes) -> bytes:
+    """One client text frame with a zero mask (valid, and cheap to build in bulk)."""
+    n = len(payload)
+    assert n < 126
+    return bytes([0x81, 0x80 | n, 0, 0, 0, 0]) + payload

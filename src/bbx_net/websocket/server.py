@@ -68,6 +68,7 @@ from .commands import (
     Shutdown,
 )
 from .config import ParamSpec, WsServerConfig
+from .static import StaticFiles
 
 __all__ = ["ClientStats", "ParamEvent", "ServerStats", "TriggerEvent", "WsServer"]
 
@@ -75,6 +76,8 @@ logger = logging.getLogger(__name__)
 
 #: Bytes waiting in a client's transport above which the client counts as slow.
 _WRITE_HIGH = 64 * 1024
+#: Frames handled per connection per loop turn before the rest waits its turn.
+_FRAMES_PER_TURN = 64
 #: Seconds a closing client has to answer before its connection is cut.
 _CLOSE_GRACE = 2.0
 #: Close codes (RFC 6455).
@@ -147,10 +150,21 @@ class _Connection(ServerConnection):
     `process_event` (called from `data_received`) passes them straight to
     `WsServer._on_frame`, in order, with no task switch. Fragmented messages still go
     through websockets' assembler and reach the handler's `async for`.
+
+    Work per read is bounded: after `_FRAMES_PER_TURN` frames the rest of that read
+    waits in a backlog, reading pauses (TCP pushes back on a flooding client) and the
+    backlog is worked off in later loop turns, so one busy phone cannot starve the
+    others, the timers or the host's commands.
     """
 
     bbx_server: WsServer | None = None  # set by the factory in WsServer.start
     bbx_client: _Client | None = None
+    _bbx_budget = 0
+    _bbx_backlog: deque[Frame] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._bbx_budget = _FRAMES_PER_TURN
+        super().data_received(data)
 
     def process_event(self, event: Any) -> None:
         server = self.bbx_server
@@ -161,11 +175,37 @@ class _Connection(ServerConnection):
             and event.fin
             and event.opcode in (Opcode.TEXT, Opcode.BINARY)
         ):
-            client = server._client_for(self)
-            if not client.closing and not client.rejected:
-                server._on_frame(client, event.data, event.opcode is Opcode.BINARY)
+            if self._bbx_backlog is not None:
+                self._bbx_backlog.append(event)
+            elif self._bbx_budget > 0:
+                self._bbx_budget -= 1
+                self._bbx_handle(event)
+            else:
+                self._bbx_backlog = deque([event])
+                self.transport.pause_reading()
+                self.loop.call_soon(self._bbx_work_off)
             return
         super().process_event(event)
+
+    def _bbx_handle(self, event: Frame) -> None:
+        assert self.bbx_server is not None
+        client = self.bbx_server._client_for(self)
+        if not client.closing and not client.rejected:
+            self.bbx_server._on_frame(client, event.data, event.opcode is Opcode.BINARY)
+
+    def _bbx_work_off(self) -> None:
+        backlog = self._bbx_backlog
+        if backlog is None:
+            return
+        for _ in range(min(_FRAMES_PER_TURN, len(backlog))):
+            self._bbx_handle(backlog.popleft())
+        if backlog:
+            self.loop.call_soon(self._bbx_work_off)
+            return
+        self._bbx_backlog = None
+        if self.protocol.state is State.OPEN:
+            with contextlib.suppress(Exception):
+                self.transport.resume_reading()
 
 
 def _abort_if_open(ws: ServerConnection) -> None:
@@ -276,7 +316,6 @@ class WsServer:
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._port: int | None = None
-        self._started_at = time.monotonic()
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self.commands._attach(self)
 
@@ -353,7 +392,6 @@ class WsServer:
             raise BbxNetError("server already started")
         loop = asyncio.get_running_loop()
         self.producer.rebind_thread()  # the loop thread is the ring's producer from now
-        from .static import StaticFiles  # the phone page; imported late (optional files)
 
         static = StaticFiles() if self.config.serve_static else None
         host, port = self.config.host, self.config.port
