@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -47,6 +48,10 @@ async def run_ours(n_rooms: int) -> None:
         WsServerConfig,
     )
 
+    if "BBX_FPT" in os.environ:  # experiment knob: frames per connection per loop turn
+        import bbx_net.websocket.server as server_module
+
+        server_module._FRAMES_PER_TURN = int(os.environ["BBX_FPT"])
     producer, consumer = net_buffer(65536)
     commands = CommandChannel(1024)
     config = WsServerConfig(
@@ -169,7 +174,7 @@ def main() -> None:
     except ImportError:
         asyncio.run(coro)
     else:
-        if impl == "ours":
+        if impl == "ours" and os.environ.get("BBX_LOOP") != "asyncio":
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(coro)
         else:

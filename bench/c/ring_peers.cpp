@@ -53,11 +53,22 @@ struct BoostQueue {
     size_t drain(Msg *out, size_t n) { return q.pop(out, n); }
 };
 
+// JACK sizes its buffer to a power of two of bytes (minus one). So that all three
+// queues hold the same number of messages, CAP is what JACK holds in 256 KiB.
+static size_t jack_capacity(size_t bytes) {
+    jack_ringbuffer_t *rb = jack_ringbuffer_create(bytes);
+    size_t cap = jack_ringbuffer_write_space(rb) / sizeof(Msg);
+    jack_ringbuffer_free(rb);
+    return cap;
+}
+
 struct JackQueue {
     static constexpr const char *name = "jack_ringbuffer";
     jack_ringbuffer_t *rb;
-    // JACK rounds up to a power of two and keeps one byte free.
-    explicit JackQueue(size_t cap) { rb = jack_ringbuffer_create(cap * sizeof(Msg) + 1); }
+    explicit JackQueue(size_t cap) {
+        rb = jack_ringbuffer_create(cap * sizeof(Msg) + 1);
+        if (jack_ringbuffer_write_space(rb) / sizeof(Msg) != cap) std::abort();
+    }
     ~JackQueue() { jack_ringbuffer_free(rb); }
     bool push(const Msg &m) {
         if (jack_ringbuffer_write_space(rb) < sizeof(Msg)) return false;
@@ -98,19 +109,20 @@ static Msg make(uint64_t seq) {
     return m;
 }
 
-constexpr size_t CAP = 4096;
+static size_t CAP = 4096;  // set in main: messages JACK holds in 256 KiB (5461)
 constexpr int REPEATS = 7;
 
 // Floor: one 48-byte memcpy per message over arrays.
 static void bench_memcpy_floor() {
-    std::vector<Msg> src(CAP), dst(64);
-    for (size_t i = 0; i < CAP; i++) src[i] = make(i);
+    const size_t n_src = 4096;
+    std::vector<Msg> src(n_src), dst(64);
+    for (size_t i = 0; i < n_src; i++) src[i] = make(i);
     std::vector<double> runs;
     const size_t n = 20'000'000;
     for (int r = 0; r < REPEATS; r++) {
         auto t0 = Clock::now();
         for (size_t i = 0; i < n; i++) {
-            std::memcpy(&dst[i & 63], &src[i & (CAP - 1)], sizeof(Msg));
+            std::memcpy(&dst[i & 63], &src[i & (n_src - 1)], sizeof(Msg));
             barrier();
         }
         runs.push_back(seconds_since(t0) * 1e9 / n);
@@ -224,6 +236,9 @@ template <class Q> static void bench_all() {
 }
 
 int main() {
+    CAP = jack_capacity(256 * 1024);
+    std::printf("{\"bench\": \"capacity (messages, all queues)\", \"impl\": \"all\", "
+                "\"value\": %zu, \"unit\": \"msgs\"}\n", CAP);
     bench_memcpy_floor();
     bench_all<BbxQueue>();
     bench_all<BoostQueue>();

@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 #: Bytes waiting in a client's transport above which the client counts as slow.
 _WRITE_HIGH = 64 * 1024
 #: Frames handled per connection per loop turn before the rest waits its turn.
-_FRAMES_PER_TURN = 64
+_FRAMES_PER_TURN = 512
 #: Seconds a closing client has to answer before its connection is cut.
 _CLOSE_GRACE = 2.0
 #: Close codes (RFC 6455).
