@@ -165,6 +165,21 @@ async def flood(clients: list[loadgen.Client], seconds: float) -> None:
         await asyncio.sleep(0.001)
 
 
+@contextlib.asynccontextmanager
+async def probing(sp: ServerProcess) -> AsyncIterator[list[float]]:
+    """A probe phone pinging every 20 ms meanwhile; yields its round trips (ms)."""
+    probe = await loadgen.connect_and_join(HOST, sp.port, sp.rooms[0])
+    rtts: list[float] = []
+    stop = asyncio.Event()
+    pinger = asyncio.create_task(probe_pings(probe, rtts, stop))
+    try:
+        yield rtts
+    finally:
+        stop.set()
+        await pinger
+        probe.close()
+
+
 async def probe_pings(probe: loadgen.Client, rtts: list[float], stop: asyncio.Event) -> None:
     pending: dict[int, float] = {}
 
@@ -214,15 +229,10 @@ async def measure(impl: str, n: int, seconds: float) -> dict[str, float]:
             out[f"{kind} fan-out p50 ms"] = pct(latencies[name], 0.5)
             out[f"{kind} fan-out p99 ms"] = pct(latencies[name], 0.99)
         # (a) + (b) paced ingest with a probe
-        probe = await loadgen.connect_and_join(HOST, sp.port, sp.rooms[0])
-        rtts: list[float] = []
-        stop = asyncio.Event()
-        pinger = asyncio.create_task(probe_pings(probe, rtts, stop))
         a0 = (await sp.ask("stats"))["accepted"]
-        with Window(sp) as w:
-            await paced(clients, 60, seconds)
-        stop.set()
-        await pinger
+        async with probing(sp) as rtts:
+            with Window(sp) as w:
+                await paced(clients, 60, seconds)
         a1 = await settle(sp)
         out["60 Hz accepted msg/s"] = (a1 - a0) / w.elapsed
         out["60 Hz server CPU %"] = w.server_cpu
@@ -236,7 +246,7 @@ async def measure(impl: str, n: int, seconds: float) -> dict[str, float]:
         out["max accepted msg/s"] = (a2 - a1) / w.elapsed
         out["max server CPU %"] = w.server_cpu
         out["max loadgen CPU %"] = w.loadgen_cpu
-        for c in clients + [probe]:
+        for c in clients:
             c.close()
     return out
 
@@ -244,18 +254,13 @@ async def measure(impl: str, n: int, seconds: float) -> dict[str, float]:
 async def one_room(impl: str, seconds: float) -> dict[str, float]:
     async with server(impl, 1) as sp:
         clients, _ = await join_all(sp, 100, sp.rooms)
-        probe = await loadgen.connect_and_join(HOST, sp.port, sp.rooms[0])
-        rtts: list[float] = []
-        stop = asyncio.Event()
-        pinger = asyncio.create_task(probe_pings(probe, rtts, stop))
         a0 = (await sp.ask("stats"))["accepted"]
-        with Window(sp) as w:
-            sent = await paced(clients, 60, seconds)
-            a1 = (await sp.ask("stats"))["accepted"]
-        stop.set()
-        await pinger
+        async with probing(sp) as rtts:
+            with Window(sp) as w:
+                sent = await paced(clients, 60, seconds)
+                a1 = (await sp.ask("stats"))["accepted"]
         total = await settle(sp)
-        for c in clients + [probe]:
+        for c in clients:
             c.close()
         return {
             "(f) accepted msg/s during load": (a1 - a0) / w.elapsed,

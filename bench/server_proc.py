@@ -33,6 +33,16 @@ def rss_kib() -> int:
     return 0
 
 
+def paced(hz: float, seconds: float, send: Any) -> None:
+    """Calls send(time.monotonic()) `hz` times a second for `seconds` (host thread)."""
+    end = time.monotonic() + seconds
+    next_t = time.monotonic()
+    while time.monotonic() < end:
+        send(time.monotonic())
+        next_t += 1 / hz
+        time.sleep(max(0.0, next_t - time.monotonic()))
+
+
 def say(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -77,17 +87,13 @@ async def run_ours(n_rooms: int) -> None:
     loop = asyncio.get_running_loop()
 
     def broadcast(kind: str, hz: float, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        next_t = time.monotonic()
-        while time.monotonic() < end:
-            now = time.monotonic()
+        def send(now: float) -> None:
             if kind == "viz":
-                data = [now] + [0.5] * 63
-                commands.send_threadsafe(ServerCommand.BroadcastVisualization(data))
+                commands.send_threadsafe(ServerCommand.BroadcastVisualization([now] + [0.5] * 63))
             else:
                 commands.send_threadsafe(ServerCommand.BroadcastParam("probe", now))
-            next_t += 1 / hz
-            time.sleep(max(0.0, next_t - time.monotonic()))
+
+        paced(hz, seconds, send)
 
     def stats() -> dict[str, Any]:
         st = server.stats()
@@ -117,17 +123,14 @@ async def run_baseline(n_rooms: int) -> None:
     loop = asyncio.get_running_loop()
 
     def broadcast(kind: str, hz: float, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        next_t = time.monotonic()
-        while time.monotonic() < end:
-            now = time.monotonic()
+        def send(now: float) -> None:
             if kind == "viz":
                 msg = {"type": "visualization", "data": [now] + [0.5] * 63}
             else:
                 msg = {"type": "update", "param": "probe", "value": now}
             asyncio.run_coroutine_threadsafe(impl.broadcast(msg), loop)
-            next_t += 1 / hz
-            time.sleep(max(0.0, next_t - time.monotonic()))
+
+        paced(hz, seconds, send)
 
     def stats() -> dict[str, Any]:
         clients = sum(len(m) for m in impl.rooms.values())

@@ -53,9 +53,30 @@ def _f32(value: float) -> float:
     return narrowed
 
 
-class ModelProducer:
+class _ModelEnd:
+    """What both ends share: the deque, its capacity and the drop count."""
+
     def __init__(self, shared: _Shared) -> None:
         self._s = shared
+
+    def __len__(self) -> int:
+        return len(self._s.items)
+
+    def is_empty(self) -> bool:
+        return not self._s.items
+
+    @property
+    def capacity(self) -> int:
+        return self._s.capacity
+
+    @property
+    def dropped(self) -> int:
+        return self._s.dropped
+
+
+class ModelProducer(_ModelEnd):
+    def __init__(self, shared: _Shared) -> None:
+        super().__init__(shared)
         self._owner: int | None = None
 
     def _check(self) -> None:
@@ -152,28 +173,11 @@ class ModelProducer:
             )
         )
 
-    def __len__(self) -> int:
-        return len(self._s.items)
-
     def is_full(self) -> bool:
         return len(self._s.items) == self._s.capacity
 
-    def is_empty(self) -> bool:
-        return not self._s.items
 
-    @property
-    def capacity(self) -> int:
-        return self._s.capacity
-
-    @property
-    def dropped(self) -> int:
-        return self._s.dropped
-
-
-class ModelConsumer:
-    def __init__(self, shared: _Shared) -> None:
-        self._s = shared
-
+class ModelConsumer(_ModelEnd):
     def try_pop(self) -> ModelMessage | None:
         return ModelMessage(self._s.items.popleft()) if self._s.items else None
 
@@ -191,20 +195,6 @@ class ModelConsumer:
             r = self._s.items.popleft()
             out[i] = (r[0], r[1], r[2], (r[3], r[4]), r[5], r[6], r[7], r[8])
         return n
-
-    def __len__(self) -> int:
-        return len(self._s.items)
-
-    def is_empty(self) -> bool:
-        return not self._s.items
-
-    @property
-    def capacity(self) -> int:
-        return self._s.capacity
-
-    @property
-    def dropped(self) -> int:
-        return self._s.dropped
 
 
 class _Shared:
