@@ -771,3 +771,24 @@ def _masked(payload: bytes) -> bytes:
     n = len(payload)
     assert n < 126
     return bytes([0x81, 0x80 | n, 0, 0, 0, 0]) + payload
+
+
+def test_server_estimates_each_clients_clock_offset() -> None:
+    """A client whose clock runs 1 s ahead shows an offset of about +1 s to the host."""
+
+    async def main() -> None:
+        async with live_server(ping_interval=0.05) as s:
+            c = await s.joined()
+            node = c.welcome["node_id"]
+
+            def stats() -> Any:
+                return next(st for st in s.server.client_stats() if st.node_id == node)
+
+            await eventually(lambda: stats().round_trip_us is not None)
+            for _ in range(5):
+                ahead = s.server.clock.now_us() + 1_000_000  # "my clock says"
+                assert (await c.request(type="ping", client_time=ahead))["type"] == "pong"
+            offset = stats().clock_offset_us
+            assert offset is not None and abs(offset - 1_000_000) < 50_000, offset
+
+    run(main())
