@@ -766,11 +766,106 @@ def test_flooding_clients_do_not_starve_the_others() -> None:
     run(main(), timeout=120)
 
 
-def _masked(payload: bytes) -> bytes:
-    """One client text frame with a zero mask (valid, and cheap to build in bulk)."""
+def _masked(
+    payload: bytes, opcode: int = 0x1, fin: bool = True, mask: bytes = b"\x00\x00\x00\x00"
+) -> bytes:
+    """One client frame, masked as clients must (the mask is applied here)."""
     n = len(payload)
-    assert n < 126
-    return bytes([0x81, 0x80 | n, 0, 0, 0, 0]) + payload
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        head = bytes([b0, 0x80 | n])
+    else:
+        head = bytes([b0, 0x80 | 126]) + n.to_bytes(2, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def _param(i: int) -> bytes:
+    return orjson.dumps({"type": "param", "param": "gain", "value": i / 1000})
+
+
+def test_frames_split_at_every_byte_are_reassembled_in_order() -> None:
+    """A stream of frames (short, 16-bit length, masked) fed one byte at a time."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            long_name = {"type": "ping", "client_time": 7, "pad": "x" * 300}
+            stream = b"".join(
+                [_masked(_param(i), mask=b"\x12\x34\x56\x78") for i in range(5)]
+                + [_masked(orjson.dumps(long_name), mask=b"\x9a\xbc\xde\xf0")]
+            )
+            assert c.ws.transport is not None
+            for i in range(len(stream)):
+                c.ws.transport.write(stream[i : i + 1])
+                if i % 16 == 0:
+                    await asyncio.sleep(0)
+            pong = await c.recv()
+            assert pong["type"] == "pong" and pong["client_time"] == 7
+            rows = drain(s.consumer)
+            assert [round(float(v), 3) for v in rows["payload"][:, 0]] == [
+                0.0,
+                0.001,
+                0.002,
+                0.003,
+                0.004,
+            ]
+
+    run(main())
+
+
+def test_control_frames_between_data_frames_keep_their_order() -> None:
+    """A ping between two params in one write: both params land, the ping is answered."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            assert c.ws.transport is not None
+            pong_waiter = await c.ws.ping(b"hello")  # websockets answers from its side
+            c.ws.transport.write(
+                _masked(_param(1))
+                + _masked(b"ping-data", opcode=0x9)
+                + _masked(_param(2))
+                + _masked(orjson.dumps({"type": "ping", "client_time": 3}))
+            )
+            assert (await c.recv())["client_time"] == 3
+            await asyncio.wait_for(pong_waiter, STEP)
+            assert len(drain(s.consumer)) == 2
+
+    run(main())
+
+
+def test_unmasked_client_frame_fails_the_connection() -> None:
+    """Clients must mask; an unmasked frame closes that connection with 1002."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            other = await s.joined()
+            assert c.ws.transport is not None
+            raw = _param(1)
+            c.ws.transport.write(bytes([0x81, len(raw)]) + raw)
+            assert await c.closed_code() == 1002
+            assert (await other.request(type="ping", client_time=1))["type"] == "pong"
+            assert s.consumer.is_empty()
+
+    run(main())
+
+
+def test_close_frame_then_more_bytes_closes_cleanly() -> None:
+    """Data after a close frame in the same write is not handled as messages."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            c = await s.joined()
+            assert c.ws.transport is not None
+            c.ws.transport.write(
+                _masked(_param(1)) + _masked(b"\x03\xe8", opcode=0x8) + _masked(_param(2))
+            )
+            assert await c.closed_code() in (1000, 1005, 1006)
+            assert len(drain(s.consumer)) == 1
+
+    run(main())
 
 
 def test_server_estimates_each_clients_clock_offset() -> None:

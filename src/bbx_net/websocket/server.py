@@ -26,7 +26,12 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
+from websockets.protocol import OPEN, State
+
+try:  # websockets' C routine when it was built, its Python one otherwise
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover
+    from websockets.utils import apply_mask
 
 from .._clock import ClockSync, OffsetEstimator
 from .._ring import NetBufferProducer, hash_param_name
@@ -144,29 +149,41 @@ class ServerStats:
 
 
 class _Connection(ServerConnection):
-    """A connection that hands each complete data frame to the server at once.
+    """A connection that reads the common frames itself and hands them over at once.
 
-    websockets would queue frames for the handler task and wake it per message; here
-    `process_event` (called from `data_received`) passes them straight to
-    `WsServer._on_frame`, in order, with no task switch. Fragmented messages still go
-    through websockets' assembler and reach the handler's `async for`.
+    A phone sends small, whole, masked text frames. Those are cut out of the incoming
+    bytes here, unmasked with websockets' own C routine and passed straight to
+    `WsServer._on_frame`, in order, without websockets' generator-based parser and
+    without a task switch per message. Every other frame (ping, pong, close,
+    fragments, anything malformed or too large) is handed to websockets whole and in
+    order, so it keeps doing the protocol work: answering pings, closing, failing bad
+    connections with the right code. Bytes of an incomplete frame wait here until the
+    rest arrives, so websockets always sees whole frames.
 
-    Work per read is bounded: after `_FRAMES_PER_TURN` frames the rest of that read
-    waits in a backlog, reading pauses (TCP pushes back on a flooding client) and the
-    backlog is worked off in later loop turns, so one busy phone cannot starve the
-    others, the timers or the host's commands.
+    Work per read is bounded: after `_FRAMES_PER_TURN` frames the rest waits, reading
+    pauses (TCP pushes back on a flooding client) and the rest is handled in later
+    loop turns, so one busy phone cannot starve the others, timers or host commands.
     """
 
     bbx_server: WsServer | None = None  # set by the factory in WsServer.start
     bbx_client: _Client | None = None
-    _bbx_budget = 0
-    _bbx_backlog: deque[Frame] | None = None
+    _bbx_partial: bytes = b""  # an incomplete frame's first bytes
+    _bbx_waiting: bytes | None = None  # whole frames left for the next loop turn
 
     def data_received(self, data: bytes) -> None:
-        self._bbx_budget = _FRAMES_PER_TURN
-        super().data_received(data)
+        if self.bbx_server is None or self.request is None or self.protocol.state is not OPEN:
+            # The handshake, or closing: websockets handles everything.
+            data, self._bbx_partial = self._bbx_partial + data, b""
+            super().data_received(data)
+        elif self._bbx_waiting is not None:
+            self._bbx_waiting += data  # paused with work left: keep the order
+        else:
+            data, self._bbx_partial = self._bbx_partial + data, b""
+            self._bbx_consume(data)
 
     def process_event(self, event: Any) -> None:
+        # Whole data frames that still reach websockets' parser (rare: see the class
+        # docstring) are handed over the same way.
         server = self.bbx_server
         if (
             server is not None
@@ -175,35 +192,66 @@ class _Connection(ServerConnection):
             and event.fin
             and event.opcode in (Opcode.TEXT, Opcode.BINARY)
         ):
-            if self._bbx_backlog is not None:
-                self._bbx_backlog.append(event)
-            elif self._bbx_budget > 0:
-                self._bbx_budget -= 1
-                self._bbx_handle(event)
-            else:
-                self._bbx_backlog = deque([event])
-                self.transport.pause_reading()
-                self.loop.call_soon(self._bbx_work_off)
+            self._bbx_handle(event.data, event.opcode is Opcode.BINARY)
             return
         super().process_event(event)
 
-    def _bbx_handle(self, event: Frame) -> None:
-        assert self.bbx_server is not None
-        client = self.bbx_server._client_for(self)
+    def _bbx_handle(self, payload: bytes | bytearray | memoryview, binary: bool) -> None:
+        server = self.bbx_server
+        assert server is not None
+        client = server._client_for(self)
         if not client.closing and not client.rejected:
-            self.bbx_server._on_frame(client, event.data, event.opcode is Opcode.BINARY)
+            server._on_frame(client, payload, binary)
 
-    def _bbx_work_off(self) -> None:
-        backlog = self._bbx_backlog
-        if backlog is None:
+    def _bbx_consume(self, data: bytes) -> None:
+        """Handles the whole frames in `data`; keeps an incomplete tail for later."""
+        assert self.bbx_server is not None
+        max_size = self.bbx_server.config.max_message_size
+        budget = _FRAMES_PER_TURN
+        pos, n = 0, len(data)
+        while n - pos >= 2:
+            b0, b1 = data[pos], data[pos + 1]
+            length, head = b1 & 0x7F, 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length, head = int.from_bytes(data[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length, head = int.from_bytes(data[pos + 2 : pos + 10], "big"), 10
+            if not b1 & 0x80 or length > max_size:
+                # Unmasked or oversize: websockets fails the connection (1002 / 1009).
+                super().data_received(data[pos:])
+                return
+            head += 4
+            end = pos + head + length
+            if end > n:
+                break
+            if b0 == 0x81 or b0 == 0x82:  # FIN, no RSV bits, text or binary
+                if budget == 0:
+                    self._bbx_waiting = data[pos:]
+                    self.transport.pause_reading()
+                    self.loop.call_soon(self._bbx_continue)
+                    return
+                budget -= 1
+                mask = data[pos + head - 4 : pos + head]
+                self._bbx_handle(apply_mask(data[pos + head : end], mask), b0 == 0x82)
+            else:
+                super().data_received(data[pos:end])  # control frames, fragments
+                if self.protocol.state is not OPEN:
+                    if end < n:
+                        super().data_received(data[end:])
+                    return
+            pos = end
+        self._bbx_partial = data[pos:]
+
+    def _bbx_continue(self) -> None:
+        data, self._bbx_waiting = self._bbx_waiting, None
+        if data is None or self.protocol.state is not OPEN:
             return
-        for _ in range(min(_FRAMES_PER_TURN, len(backlog))):
-            self._bbx_handle(backlog.popleft())
-        if backlog:
-            self.loop.call_soon(self._bbx_work_off)
-            return
-        self._bbx_backlog = None
-        if self.protocol.state is State.OPEN:
+        self._bbx_consume(data)
+        if self._bbx_waiting is None:
             with contextlib.suppress(Exception):
                 self.transport.resume_reading()
 
