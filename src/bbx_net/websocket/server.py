@@ -248,9 +248,12 @@ class _Connection(ServerConnection):
 
     def _bbx_continue(self) -> None:
         data, self._bbx_waiting = self._bbx_waiting, None
-        if data is None or self.protocol.state is not OPEN:
+        if data is None:
             return
-        self._bbx_consume(data)
+        if self.protocol.state is OPEN:
+            self._bbx_consume(data)
+        else:
+            super().data_received(data)  # closing meanwhile: websockets reads the rest
         if self._bbx_waiting is None:
             with contextlib.suppress(Exception):
                 self.transport.resume_reading()
