@@ -887,3 +887,23 @@ def test_server_estimates_each_clients_clock_offset() -> None:
             assert offset is not None and abs(offset - 1_000_000) < 50_000, offset
 
     run(main())
+
+
+def test_stalled_handshakes_delay_nobody_and_time_out() -> None:
+    """Sockets that never finish the handshake neither block others nor stay forever."""
+
+    async def main() -> None:
+        async with live_server(handshake_timeout=0.5) as s:
+            stalled = []
+            for _ in range(20):
+                reader, writer = await asyncio.open_connection("127.0.0.1", s.server.port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")  # unfinished
+                stalled.append((reader, writer))
+            c = await s.joined()  # served while the 20 hang
+            assert (await c.request(type="ping", client_time=1))["type"] == "pong"
+            for reader, writer in stalled:  # each is cut off after handshake_timeout
+                data = await asyncio.wait_for(reader.read(), STEP)  # returns at EOF only
+                assert b" 101 " not in data
+                writer.close()
+
+    run(main())
