@@ -907,3 +907,35 @@ def test_stalled_handshakes_delay_nobody_and_time_out() -> None:
                 writer.close()
 
     run(main())
+
+
+def test_tls_serves_wss_and_the_page_over_https() -> None:
+    """With ssl_context set, phones join over wss:// and the page comes over https://."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main() -> None:
+        async with live_server(ssl_context=server_ctx) as s:
+            url = f"wss://127.0.0.1:{s.server.port}/"
+            async with websockets.connect(url, ssl=client_ctx) as ws:
+                await ws.send(orjson.dumps({"type": "join", "room_code": s.code}).decode())
+                assert orjson.loads(await ws.recv())["type"] == "welcome"
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", s.server.port, ssl=client_ctx
+            )
+            writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            page = await asyncio.wait_for(reader.read(), STEP)
+            writer.close()
+            assert page.startswith(b"HTTP/1.1 200") and b"<!doctype html>" in page
+            with pytest.raises((OSError, websockets.InvalidMessage)):
+                await websockets.connect(f"ws://127.0.0.1:{s.server.port}/", open_timeout=2)
+
+    run(main())
