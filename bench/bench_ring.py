@@ -167,12 +167,14 @@ def python_drain() -> list[tuple[str, str, float, str]]:
 def python_to_c_thread() -> list[tuple[str, str, float, str]]:
     """ns per message from a Python producer loop to a consumer thread.
 
-    Both producers run the same loop shape (one call per message, prebuilt arguments).
+    Both producers run the same loop over the same changing values, one call per
+    message; the queue needs its message packed in a tuple, our ring takes the fields.
     Ours feeds a native thread that never takes the GIL, once busy-polling and once
     like an audio callback (sleep 200 us when empty, then drain everything).
     """
     total = 1_000_000
     gain = bbx_net.hash_param_name("gain")
+    values = [i / total for i in range(total)]
     results: dict[str, list[float]] = {"busy": [], "callback": [], "base": []}
     for _ in range(5):
         for mode, sleep_us in (("busy", 0), ("callback", 200)):
@@ -180,8 +182,8 @@ def python_to_c_thread() -> list[tuple[str, str, float, str]]:
             checker = ring_internals._SequenceChecker(consumer, total, 120.0, False, sleep_us)
             send = producer.try_send_param
             t0 = time.perf_counter()
-            for _ in range(total):
-                while not send(gain, 0.5):
+            for v in values:
+                while not send(gain, v):
                     pass
             result = checker.join()
             results[mode].append((time.perf_counter() - t0) / total * 1e9)
@@ -200,10 +202,9 @@ def python_to_c_thread() -> list[tuple[str, str, float, str]]:
         t = threading.Thread(target=consume)
         t.start()
         put = sq.put
-        item = (gain, 0.5)
         t0 = time.perf_counter()
-        for _ in range(total):
-            put(item)
+        for v in values:
+            put((gain, v))
         put(None)
         t.join()
         results["base"].append((time.perf_counter() - t0) / total * 1e9)
