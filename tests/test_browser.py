@@ -279,6 +279,21 @@ def test_server_down_shows_reconnecting(page: Page, browser: Browser) -> None:
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
 
 
+def test_joining_while_the_server_is_down_shows_reconnecting(page: Page) -> None:
+    """A phone that opens the page and joins just as the server dies sees reconnecting…,
+    and the client keeps retrying with growing delays."""
+    lonely = ThreadServer()
+    page.goto(lonely.url)
+    page.get_by_test_id("code").fill(lonely.code)
+    lonely.crash()
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("reconnecting")).to_be_visible()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
+    page.evaluate("() => { window.bbxClient.reconnectDelay = 50; }")
+    page.wait_for_function("() => window.bbxClient._attempts >= 3")
+    assert not page.evaluate("window.bbxClient.isConnected")
+
+
 def test_to_server_time_agrees_with_the_server_clock(page: Page, server: ThreadServer) -> None:
     """After a few pings, toServerTime(now) is within 5 ms of the server clock."""
     open_joined(page, server)

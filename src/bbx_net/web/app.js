@@ -166,11 +166,11 @@ async function join(code, name) {
       setStatus("idle", "not connected");
       $("join-error").textContent = messages[err.code];
     } else {
-      // Server not reachable: keep trying with backoff instead of a blank page.
+      // Server not reachable: the client keeps retrying with backoff; say so instead
+      // of showing a blank page.
       show("control-screen");
       setStatus("reconnecting", "reconnecting…");
       $("reconnecting").hidden = false;
-      client._scheduleRetry();
     }
   }
 }
