@@ -8,6 +8,9 @@ Prints one JSON line {"port", "rooms"} once listening, then answers stdin lines:
   quit
 Send times are time.monotonic() (system-wide on Linux), so the load generator can
 compute delivery latency. An audio-like thread drains the ring / queue every 2 ms.
+
+Experiment knobs (ours only): BBX_FPT=N sets the frames handled per connection per
+loop turn; BBX_LOOP=asyncio runs on the default loop instead of uvloop.
 """
 
 from __future__ import annotations
