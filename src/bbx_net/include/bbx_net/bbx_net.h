@@ -375,12 +375,23 @@ static inline size_t bbx_ring_drain_block(bbx_ring *r, bbx_event *out, size_t ma
     size_t n_out = 0;
     int stalled = 0;
     for (;;) {
-        /* 1. Move what arrived into the schedule while it has room. */
-        bbx_message m;
-        while (budget > 0 && n_pending < r->pending_capacity && bbx_ring_pop(r, &m)) {
-            bbx__heap_push(r, n_pending, &m);
-            n_pending++;
-            budget--;
+        /* 1. Move what arrived into the schedule while it has room; the slots are
+         * handed back to the producer once for the whole batch. */
+        size_t take = r->pending_capacity - n_pending;
+        if (take > budget) {
+            take = budget;
+        }
+        if (take > 0) {
+            /* relaxed: only this thread stores `read`. */
+            size_t rd = atomic_load_explicit(&r->read, memory_order_relaxed);
+            for (size_t k = 0; k < take; k++) {
+                bbx__heap_push(r, n_pending++, &r->slots[rd]);
+                rd = rd + 1 == r->n_slots ? 0 : rd + 1;
+            }
+            budget -= take;
+            /* release: hands the copied slots back to the producer's acquire load of
+             * `read` in bbx_ring_try_push. */
+            atomic_store_explicit(&r->read, rd, memory_order_release);
         }
         /* 2. Emit due events in (key, seq) order. */
         size_t emitted = 0;
