@@ -273,7 +273,6 @@ class _Client:
         "address",
         "seat",
         "node_str",
-        "room_code",
         "error_tokens",
         "error_time",
         "errors",
@@ -297,7 +296,6 @@ class _Client:
         self.address = address
         self.seat: Seat | None = None
         self.node_str: str | None = None
-        self.room_code: str | None = None
         self.error_tokens = float(budget)
         self.error_time = now
         self.errors = 0
@@ -408,7 +406,7 @@ class WsServer:
             out.append(
                 ClientStats(
                     node_id=c.node_str,
-                    room_code=c.room_code,
+                    room_code=c.seat.room_code if c.seat else None,
                     client_name=c.seat.client_name if c.seat else None,
                     address=c.address,
                     round_trip_us=c.rtt_us,
@@ -740,7 +738,6 @@ class WsServer:
                 self._close(old, _NORMAL, "replaced by a newer connection")
         client.seat = seat
         client.node_str = str(seat.node_id)
-        client.room_code = seat.room_code
         client.estimator = OffsetEstimator(window=8)
         self._by_node[seat.node_id] = client
         self._room_clients.setdefault(seat.room_code, set()).add(client)
