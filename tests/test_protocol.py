@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 import pytest
 
 from bbx_net.protocol import (
     ERROR_CODES,
+    FLOAT32_MAX,
     INVALID_MESSAGE,
     INVALID_TIME,
     INVALID_VALUE,
     UNKNOWN_TYPE,
+    InvalidText,
     Join,
     Leave,
     Param,
@@ -81,10 +85,23 @@ def test_every_client_message_of_the_seed_parses(frame: str, expected: object) -
         ('{"type": "param", "param": "gain", "value": "0.5"}', INVALID_MESSAGE),
         ('{"type": "param", "param": "gain", "value": null}', INVALID_MESSAGE),
         ('{"type": "param", "param": "gain", "value": true}', INVALID_MESSAGE),
-        ('{"type": "param", "param": "gain", "value": NaN}', INVALID_VALUE),
-        ('{"type": "param", "param": "gain", "value": Infinity}', INVALID_VALUE),
-        ('{"type": "param", "param": "gain", "value": -Infinity}', INVALID_VALUE),
-        ('{"type": "param", "param": "gain", "value": 1e999}', INVALID_VALUE),
+        # NaN and Infinity are not JSON (RFC 8259 §6); one parser decides: orjson.
+        ('{"type": "param", "param": "gain", "value": NaN}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "gain", "value": Infinity}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "gain", "value": -Infinity}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "gain", "value": 1e999}', INVALID_MESSAGE),
+        # Finite doubles that float32 (the ring's payload) cannot hold.
+        ('{"type": "param", "param": "gain", "value": 1e300}', INVALID_VALUE),
+        ('{"type": "param", "param": "gain", "value": -3.5e38}', INVALID_VALUE),
+        ('{"type": "param", "param": "gain", "value": 1' + "0" * 39 + "}", INVALID_VALUE),
+        ('{"type": "trigger", "name": "pad", "x": 3.5e38, "y": 0}', INVALID_VALUE),
+        ('{"type": "trigger", "name": "pad", "x": 0, "y": -1e300}', INVALID_VALUE),
+        ('{"type": "trigger", "name": "pad:3.5e38,0"}', INVALID_VALUE),
+        # Lone surrogates, escaped or encoded, never reach a name.
+        ('{"type": "trigger", "name": "\\ud800"}', INVALID_MESSAGE),
+        ('{"type": "trigger", "name": "a\\udc00b"}', INVALID_MESSAGE),
+        ('{"type": "param", "param": "\\udfff", "value": 0.5}', INVALID_MESSAGE),
+        ('{"type": "join", "room_code": "\\ud800"}', INVALID_MESSAGE),
         ('{"type": "param", "param": "gain", "value": 0.5, "at": -1}', INVALID_TIME),
         ('{"type": "param", "param": "gain", "value": 0.5, "at": 1.5}', INVALID_TIME),
         ('{"type": "param", "param": "gain", "value": 0.5, "at": "soon"}', INVALID_TIME),
@@ -92,14 +109,14 @@ def test_every_client_message_of_the_seed_parses(frame: str, expected: object) -
         ('{"type": "param", "param": "gain", "value": 0.5, "at": 1e300}', INVALID_TIME),
         ('{"type": "trigger"}', INVALID_MESSAGE),
         ('{"type": "trigger", "name": "pad", "x": 0.5}', INVALID_MESSAGE),
-        ('{"type": "trigger", "name": "pad", "x": NaN, "y": 0}', INVALID_VALUE),
+        ('{"type": "trigger", "name": "pad", "x": NaN, "y": 0}', INVALID_MESSAGE),
         ('{"type": "trigger", "name": "pad:1"}', INVALID_MESSAGE),
         ('{"type": "trigger", "name": "pad:a,b"}', INVALID_VALUE),
         ('{"type": "trigger", "name": "pad:inf,0"}', INVALID_VALUE),
         ('{"type": "ping"}', INVALID_MESSAGE),
         ('{"type": "ping", "client_time": "now"}', INVALID_MESSAGE),
         ('{"type": "ping", "client_time": -5}', INVALID_VALUE),
-        ('{"type": "ping", "client_time": NaN}', INVALID_VALUE),
+        ('{"type": "ping", "client_time": NaN}', INVALID_MESSAGE),
     ],
 )
 def test_bad_frames_get_their_stable_code(frame: str, code: str) -> None:
@@ -108,6 +125,52 @@ def test_bad_frames_get_their_stable_code(frame: str, code: str) -> None:
         parse_client_message(frame)
     assert info.value.code == code
     assert info.value.code in ERROR_CODES and info.value.message
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"type": "trigger", "name": "\xed\xa0\x80"}',  # an encoded surrogate (CESU-8)
+        b'{"type": "trigger", "name": "\xff"}',
+        b'{"type": "sync"}\xc0\xaf',  # overlong encoding
+        '{"type": "sync"}'.encode("utf-16"),
+        '{"type": "sync"}'.encode("utf-32"),
+    ],
+)
+def test_text_that_is_not_utf8_is_invalid_text(payload: bytes) -> None:
+    """Bytes that are not UTF-8 raise InvalidText (the transport's 1007), never parse."""
+    with pytest.raises(InvalidText) as info:
+        parse_client_message(payload)
+    assert info.value.code == INVALID_MESSAGE
+
+
+def test_a_utf8_byte_order_mark_is_invalid_json() -> None:
+    """A BOM is valid UTF-8 but not JSON text (RFC 8259 §8.1): INVALID_MESSAGE."""
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message(b'\xef\xbb\xbf{"type": "sync"}')
+    assert info.value.code == INVALID_MESSAGE and not isinstance(info.value, InvalidText)
+
+
+def test_an_integer_literal_beyond_any_double_is_an_error() -> None:
+    """10**400 is refused with a code (orjson refuses the document or hands back an int)."""
+    for frame in (
+        '{"type": "param", "param": "gain", "value": 1' + "0" * 400 + "}",
+        '{"type": "trigger", "name": "pad", "x": -1' + "0" * 400 + ', "y": 0}',
+        '{"type": "ping", "client_time": 1' + "0" * 400 + "}",
+    ):
+        with pytest.raises(ProtocolError) as info:
+            parse_client_message(frame)
+        assert info.value.code in (INVALID_VALUE, INVALID_MESSAGE)
+
+
+def test_the_largest_float32_passes() -> None:
+    """FLOAT32_MAX itself is a usable value; the next double up is not."""
+    msg = parse_client_message(orjson.dumps({"type": "param", "param": "g", "value": FLOAT32_MAX}))
+    assert isinstance(msg, Param) and msg.value == FLOAT32_MAX
+    above = math.nextafter(FLOAT32_MAX, math.inf)
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message(orjson.dumps({"type": "param", "param": "g", "value": above}))
+    assert info.value.code == INVALID_VALUE
 
 
 def test_binary_frames_are_refused() -> None:

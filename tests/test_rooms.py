@@ -39,18 +39,36 @@ def test_join_unknown_room_is_invalid_room() -> None:
     assert info.value.code == INVALID_ROOM
 
 
-def test_room_full_counts_held_seats() -> None:
-    """max_clients seats, live or held for resume; one more is ROOM_FULL."""
+def test_room_full_of_live_seats_is_room_full() -> None:
+    """max_clients live seats; one more is ROOM_FULL."""
     reg = registry(max_clients=2)
     code = reg.create(0.0)
-    a = reg.join(code, 0.0).seat
     reg.join(code, 0.0)
-    reg.drop(a.node_id, 1.0)  # held, still counts
+    reg.join(code, 0.0)
     with pytest.raises(ProtocolError) as info:
         reg.join(code, 2.0)
     assert info.value.code == ROOM_FULL
-    reg.purge(62.0)  # grace over: the seat is free
-    reg.join(code, 62.0)
+
+
+def test_a_held_seat_never_keeps_a_live_phone_out() -> None:
+    """A full room with held seats gives the longest-held one to the joining phone."""
+    reg = registry(max_clients=3)
+    code = reg.create(0.0)
+    a, b, c = (reg.join(code, 0.0).seat for _ in range(3))
+    token_a, token_b = a.token, b.token
+    reg.drop(b.node_id, 1.0)  # held first
+    reg.drop(a.node_id, 2.0)  # held later
+    d = reg.join(code, 3.0)  # the original's client sends no token: takes b's seat
+    assert not d.resumed and d.seat.node_id not in (a.node_id, b.node_id, c.node_id)
+    assert reg.seat(b.node_id) is None and reg.seat(a.node_id) is a
+    back_a = reg.join(code, 4.0, token_a)  # a's seat was still held: resumed
+    assert back_a.resumed and back_a.seat.node_id == a.node_id
+    with pytest.raises(ProtocolError) as info:  # b's token: the room is all live now
+        reg.join(code, 5.0, token_b)
+    assert info.value.code == ROOM_FULL
+    reg.drop(c.node_id, 6.0)
+    fresh_b = reg.join(code, 7.0, token_b)  # fresh welcome, new node id
+    assert not fresh_b.resumed and fresh_b.seat.node_id != b.node_id
 
 
 def test_resume_within_grace_returns_the_same_node_id() -> None:

@@ -7,7 +7,6 @@ the UTF-8 bytes of one text frame. Everything here is a plain function of its in
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,9 @@ __all__ = [
     "SERVER_FULL",
     "UNKNOWN_PARAM",
     "UNKNOWN_TYPE",
+    "FLOAT32_MAX",
     "ClientMessage",
+    "InvalidText",
     "Join",
     "Leave",
     "Param",
@@ -82,8 +83,12 @@ ERROR_CODES: Final = frozenset(
 
 #: Longest parameter / trigger / client name accepted, in characters.
 MAX_NAME_LENGTH: Final = 128
-#: Largest `at` or `client_time` that is still an exact JSON integer (2**53).
+#: Largest `at` that is still an exact JSON integer (2**53).
 _MAX_EXACT = 2**53
+#: Largest finite float32: values and coordinates travel to the audio thread as f32.
+FLOAT32_MAX: Final = 3.4028234663852886e38
+#: Largest integer orjson can write back (a `client_time` is echoed exactly).
+_MAX_ECHO_INT = 2**64 - 1
 
 
 class ProtocolError(BbxNetError):
@@ -93,6 +98,17 @@ class ProtocolError(BbxNetError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class InvalidText(ProtocolError):
+    """A text frame whose payload is not UTF-8 (encoded surrogates included).
+
+    RFC 6455 §8.1 makes this a connection failure (close 1007), not a reply; the code
+    is INVALID_MESSAGE for callers that only parse.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_MESSAGE, "text frame is not valid UTF-8")
 
 
 # ---- client messages ----------------------------------------------------------------
@@ -147,16 +163,23 @@ ClientMessage = Join | Param | Trigger | Sync | Ping | Leave
 
 
 def _loads(frame: str | bytes | bytearray | memoryview) -> Any:
+    """orjson, and only orjson: one parser decides what is JSON.
+
+    orjson refuses invalid UTF-8, encoded and escaped lone surrogates, a byte order
+    mark, nesting deeper than 1024, NaN / Infinity (not JSON, RFC 8259 §6) and number
+    literals that overflow a double. All of those are INVALID_MESSAGE, except bytes
+    that are not UTF-8 at all, which are InvalidText (the transport closes with 1007).
+    """
     try:
         return orjson.loads(frame)
     except orjson.JSONDecodeError:
         pass
-    # orjson refuses NaN, Infinity and 1e999. The standard parser takes them, so such a
-    # frame gets the precise INVALID_VALUE instead of a vague INVALID_MESSAGE.
-    try:
-        return json.loads(bytes(frame) if isinstance(frame, memoryview) else frame)
-    except (ValueError, RecursionError):
-        raise ProtocolError(INVALID_MESSAGE, "frame is not valid JSON") from None
+    if not isinstance(frame, str):
+        try:
+            bytes(frame).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidText() from None
+    raise ProtocolError(INVALID_MESSAGE, "frame is not valid JSON")
 
 
 def _name(obj: dict[str, Any], key: str, kind: str) -> str:
@@ -171,11 +194,21 @@ def _name(obj: dict[str, Any], key: str, kind: str) -> str:
 
 
 def _number(value: Any, key: str) -> float:
+    """A value or coordinate: a JSON number that float32 holds (the ring's payload)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolError(INVALID_MESSAGE, f"{key!r} must be a number")
-    number = float(value)
+    return _finite32(value, key)
+
+
+def _finite32(value: int | float, key: str) -> float:
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal beyond any double
+        raise ProtocolError(INVALID_VALUE, f"{key!r} is too large") from None
     if not math.isfinite(number):
         raise ProtocolError(INVALID_VALUE, f"{key!r} must be finite")
+    if abs(number) > FLOAT32_MAX:
+        raise ProtocolError(INVALID_VALUE, f"{key!r} is outside the float32 range")
     return number
 
 
@@ -201,9 +234,7 @@ def _parse_trigger(obj: dict[str, Any]) -> Trigger:
             x, y = float(parts[0]), float(parts[1])
         except ValueError:
             raise ProtocolError(INVALID_VALUE, "trigger coordinates must be numbers") from None
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise ProtocolError(INVALID_VALUE, "trigger coordinates must be finite")
-        return Trigger(base, x, y, _at(obj))
+        return Trigger(base, _finite32(x, "x"), _finite32(y, "y"), _at(obj))
     if (x_raw is None) != (y_raw is None):
         raise ProtocolError(INVALID_MESSAGE, "trigger needs both 'x' and 'y' or neither")
     if x_raw is None:
@@ -224,8 +255,10 @@ def parse_client_message(
         The typed message.
 
     Raises:
+        InvalidText: a bytes frame that is not UTF-8 (a ProtocolError, INVALID_MESSAGE).
         ProtocolError: with INVALID_MESSAGE (not JSON, not an object, binary, missing or
-            mistyped field), UNKNOWN_TYPE, INVALID_VALUE or INVALID_TIME.
+            mistyped field, NaN / Infinity, lone surrogates), UNKNOWN_TYPE,
+            INVALID_VALUE (a number float32 cannot hold) or INVALID_TIME.
     """
     if binary:
         raise ProtocolError(INVALID_MESSAGE, "binary frames are not accepted; send JSON text")
@@ -246,7 +279,7 @@ def parse_client_message(
         t = obj.get("client_time")
         if isinstance(t, bool) or not isinstance(t, int | float):
             raise ProtocolError(INVALID_MESSAGE, "ping needs a number field 'client_time'")
-        if not math.isfinite(t) or t < 0:
+        if not math.isfinite(t) or t < 0 or (isinstance(t, int) and t > _MAX_ECHO_INT):
             raise ProtocolError(INVALID_VALUE, "'client_time' must be a non-negative number")
         return Ping(t)
     if kind == "join":

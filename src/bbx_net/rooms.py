@@ -31,7 +31,8 @@ class RoomConfig:
     Attributes:
         code_length: digits in a room code (4 means "0000".."9999").
         expiration: seconds a room lives before it closes itself.
-        max_clients: seats per room; a seat held for resume counts.
+        max_clients: seats per room. A seat held for resume counts, but when the room
+            is full a joining phone takes the longest-held seat rather than ROOM_FULL.
     """
 
     code_length: int = 4
@@ -192,7 +193,7 @@ class RoomRegistry:
                 old.client_name = client_name
             self._by_token[old.token] = old
             return JoinResult(old, resumed=True, replaced=replaced)
-        if len(room.seats) >= self.config.max_clients:
+        if len(room.seats) >= self.config.max_clients and not self._release_held(room):
             raise ProtocolError(ROOM_FULL, "Room is full")
         node = NodeId.generate(self._by_node)
         seat = Seat(node, code, secrets.token_urlsafe(24), client_name)
@@ -229,6 +230,20 @@ class RoomRegistry:
         for seat in stale:
             self.leave(seat.node_id)
         return len(stale)
+
+    def _release_held(self, room: Room) -> bool:
+        """Frees the room's longest-held seat for a live phone; False if none is held.
+
+        A held seat only waits for a phone that may come back; a phone that is here
+        now goes first. The released token later gets a fresh welcome, as after the
+        grace window.
+        """
+        held = [s for s in room.seats.values() if s.held_until is not None]
+        if not held:
+            return False
+        oldest = min(held, key=lambda s: s.held_until or 0.0)
+        self.leave(oldest.node_id)
+        return True
 
     def _forget(self, seat: Seat) -> None:
         self._by_node.pop(seat.node_id, None)
