@@ -735,13 +735,14 @@ def test_flooding_clients_do_not_starve_the_others() -> None:
 
             stopped = False
             per_turn: Counter[tuple[int, int]] = Counter()
-            handle = s.server._on_frame
+            session = s.server._session
+            handle = session.receive
 
-            def spy(client: Any, frame: Any, binary: bool) -> None:
-                per_turn[(id(client), turn[0])] += 1
-                handle(client, frame, binary)
+            def spy(peer: Any, data: Any, now_us: int) -> None:
+                per_turn[(id(peer), turn[0])] += 1
+                handle(peer, data, now_us)
 
-            s.server._on_frame = spy  # type: ignore[method-assign]
+            session.receive = spy  # type: ignore[method-assign]
             loop.call_soon(tick)
             floods = [await s.joined() for _ in range(20)]
             probe = await s.joined(await s.commands.create_room())  # no echoes
@@ -760,7 +761,7 @@ def test_flooding_clients_do_not_starve_the_others() -> None:
             await eventually(lambda: s.server.stats().accepted == 100_000, timeout=STEP * 4)
             stopped = True
             print(f"worst probe round trip during the flood: {worst * 1000:.0f} ms")
-            limit = server_module._FRAMES_PER_TURN
+            limit = server_module._EVENTS_PER_TURN
             assert limit < 5_000  # so each burst takes several turns
             assert max(per_turn.values()) <= limit
 

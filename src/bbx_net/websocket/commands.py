@@ -1,19 +1,24 @@
-"""Commands from the host application to the server, from asyncio code or any thread."""
+"""Commands from the host application to the server, from asyncio code or any thread.
+
+A command is validated and encoded when it is made, on the caller's thread: a bad one
+raises there (ValueError / TypeError), and a `BroadcastVisualization` holds its own
+encoded copy, so the host may reuse its buffer at once. The channel knows nothing of
+the server: it queues commands and wakes whoever consumes them (`bind` / `drain`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import threading
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BbxNetError
-
-if TYPE_CHECKING:
-    from .server import WsServer
+from ..protocol import MAX_NAME_LENGTH, encode_update, encode_visualization
 
 __all__ = [
     "BroadcastParam",
@@ -29,20 +34,50 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class BroadcastParam:
-    """Sets a parameter's value and sends `update` to every joined client."""
+    """Sets a parameter's value and sends `update` to every joined client.
+
+    Raises:
+        ValueError: `name` is not a 1..128 character string or `value` is not a finite
+            number (at construction, on the caller's thread).
+    """
 
     name: str
     value: float
+    frame: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        name, value = self.name, self.value
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH:
+            raise ValueError(f"BroadcastParam name must be 1..128 characters: {name!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"BroadcastParam {name}: value must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"BroadcastParam {name}: value must be finite")
+        object.__setattr__(self, "value", value)
+        object.__setattr__(self, "frame", encode_update(name, value))
 
 
 @dataclass(frozen=True, slots=True)
 class BroadcastVisualization:
     """Sends `{"type": "visualization", "data": [...]}` to every joined client.
 
-    Encoded once for all; a client that cannot keep up gets only the newest frame.
+    `data` is copied and encoded when the command is made, so the host may overwrite
+    its buffer right after. Encoded once for all; a client that cannot keep up gets only
+    the newest frame.
+
+    Raises:
+        ValueError: a value is not a finite number (at construction).
+        TypeError: `data` is not a sequence of numbers.
     """
 
     data: Sequence[float]
+    frame: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        values = tuple(float(v) for v in self.data)
+        object.__setattr__(self, "data", values)
+        object.__setattr__(self, "frame", encode_visualization(values))
 
 
 def _new_future() -> concurrent.futures.Future[str]:
@@ -101,12 +136,15 @@ _COMMAND_TYPES = (BroadcastParam, BroadcastVisualization, CreateRoom, CloseRoom,
 
 
 class CommandChannel:
-    """A bounded, thread-safe channel of commands to one WsServer.
+    """A bounded, thread-safe channel of commands to one server.
 
     Send from asyncio code with `await channel.send(cmd)`, from any other thread with
     `channel.send_threadsafe(cmd)`; `try_send` never blocks. At most `capacity`
-    commands wait at once. Commands sent before the server exists are delivered when
-    it is created; before `run()`, the server handles them at once.
+    commands wait at once. Commands sent before a consumer is bound wait for it.
+
+    The consuming side (a WsServer) calls `bind(wake)` once; `wake()` is then called
+    after every queued command, on the sender's thread, and the consumer takes the
+    commands with `drain()`.
 
     Args:
         capacity: commands that may wait to be handled.
@@ -118,17 +156,17 @@ class CommandChannel:
         self.capacity = capacity
         self._slots = threading.BoundedSemaphore(capacity)
         self._lock = threading.Lock()
-        self._server: WsServer | None = None
-        self._early: deque[Command] = deque()
+        self._queue: deque[Command] = deque()
+        self._wake: Callable[[], None] | None = None
 
-    # ---- public ----
+    # ---- sending (any thread) ---------------------------------------------------------
 
     def try_send(self, command: Command) -> bool:
         """Queues `command` unless `capacity` commands wait already. Any thread."""
         _check(command)
         if not self._slots.acquire(blocking=False):
             return False
-        self._deliver(command)
+        self._put(command)
         return True
 
     def send_threadsafe(self, command: Command, timeout: float | None = 10.0) -> None:
@@ -140,7 +178,7 @@ class CommandChannel:
         _check(command)
         if not self._slots.acquire(timeout=timeout):
             raise TimeoutError(f"command channel full for {timeout} s")
-        self._deliver(command)
+        self._put(command)
 
     async def send(self, command: Command) -> None:
         """Queues `command`, yielding to the loop while the channel is full."""
@@ -149,7 +187,7 @@ class CommandChannel:
         while not self._slots.acquire(blocking=False):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-        self._deliver(command)
+        self._put(command)
 
     async def create_room(self) -> str:
         """Creates a room and returns its code (asyncio)."""
@@ -163,29 +201,40 @@ class CommandChannel:
         self.send_threadsafe(command, timeout)
         return command.wait(timeout)
 
-    # ---- used by WsServer ----
+    # ---- consuming (the server) -------------------------------------------------------
 
-    def _attach(self, server: WsServer) -> None:
+    def bind(self, wake: Callable[[], None]) -> None:
+        """Makes `wake` the consumer's signal (thread-safe); wakes it if commands wait.
+
+        Raises:
+            BbxNetError: another consumer is bound already (a channel serves one server).
+        """
         with self._lock:
-            if self._server is not None and self._server is not server:
+            if self._wake is not None and self._wake != wake:
                 raise BbxNetError("a CommandChannel serves one WsServer")
-            self._server = server
-            early = list(self._early)
-            self._early.clear()
-        for command in early:
-            server._submit(command)
+            self._wake = wake
+            waiting = bool(self._queue)
+        if waiting:
+            wake()
 
-    def _done(self) -> None:
-        """The server finished one command: its slot is free again."""
-        self._slots.release()
-
-    def _deliver(self, command: Command) -> None:
+    def drain(self) -> list[Command]:
+        """The waiting commands, oldest first; their slots are free again."""
         with self._lock:
-            server = self._server
-            if server is None:
-                self._early.append(command)
-                return
-        server._submit(command)
+            commands = list(self._queue)
+            self._queue.clear()
+        for _ in commands:
+            self._slots.release()
+        return commands
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def _put(self, command: Command) -> None:
+        with self._lock:
+            self._queue.append(command)
+            wake = self._wake
+        if wake is not None:
+            wake()
 
 
 def _check(command: object) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import http
 import mimetypes
 from importlib import resources
-from typing import Any
-
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
@@ -47,8 +45,8 @@ class StaticFiles:
         if "/index.html" in self._files:
             self._files["/"] = self._files["/index.html"]
 
-    def process_request(self, connection: Any, request: Request) -> Response | None:
-        """websockets' process_request hook: a Response for HTTP, None for WebSocket."""
+    def respond(self, request: Request) -> Response | None:
+        """A Response for a plain HTTP request; None for a WebSocket upgrade."""
         if "websocket" in request.headers.get("Upgrade", "").lower():
             return None
         path = request.path.split("?", 1)[0]

@@ -1,0 +1,645 @@
+"""The session core: every rule of the server, as plain code with time passed in.
+
+A client's decoded text messages and the host's commands go in; ring pushes, messages
+for clients (through each client's `Outbox`), pings and closes come out. Rooms, seats
+and resume, the join throttle, error budgets, echo fan-out and coalescing, keepalive
+decisions and stats all live here. No asyncio, no websockets, no sockets, no wall
+clock: every entry point takes `now_us`, microseconds on the server clock (the
+`ClockSync` whose readings phones see in `welcome` and `pong`), so the whole session
+runs on one clock and is tested by passing numbers in.
+
+Threading: a Session belongs to one thread (the event loop's, once serving). The
+snapshots (`stats`, `client_stats`, `param_values`) only read and may be taken from
+any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .._clock import OffsetEstimator
+from .._ring import NetBufferProducer, hash_param_name
+from ..errors import BbxNetError
+from ..message import NodeId
+from ..protocol import (
+    ALREADY_JOINED,
+    INVALID_ROOM,
+    NOT_JOINED,
+    RATE_LIMITED,
+    SERVER_FULL,
+    UNKNOWN_PARAM,
+    InvalidText,
+    Join,
+    Leave,
+    Param,
+    ParamState,
+    Ping,
+    ProtocolError,
+    Sync,
+    Trigger,
+    check_at,
+    encode_closed,
+    encode_error,
+    encode_pong,
+    encode_state,
+    encode_update,
+    encode_welcome,
+    parse_client_message,
+)
+from ..rooms import JoinThrottle, RoomRegistry, Seat
+from .commands import (
+    BroadcastParam,
+    BroadcastVisualization,
+    CloseRoom,
+    Command,
+    CreateRoom,
+    Shutdown,
+)
+from .config import ParamSpec, WsServerConfig
+from .outbox import Outbox, Sink
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY",
+    "CLOSE_TRY_LATER",
+    "ClientStats",
+    "ParamEvent",
+    "Peer",
+    "ServerStats",
+    "Session",
+    "TriggerEvent",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Close codes (RFC 6455 §7.4.1).
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_INVALID_DATA = 1000, 1001, 1007
+CLOSE_POLICY, CLOSE_TRY_LATER = 1008, 1013
+
+#: An internal error of one kind is logged at most once per this many µs.
+_LOG_EVERY_US = 60_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ParamEvent:
+    """An accepted parameter change, as handed to listeners (after clamping)."""
+
+    name: str
+    value: float
+    node_id: str | None  # None: the host (BroadcastParam)
+    room_code: str | None
+    at: int | None
+    timestamp_us: int
+    queued: bool  # False: the ring was full and the audio side did not get it
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerEvent:
+    """An accepted trigger, as handed to listeners."""
+
+    name: str
+    x: float | None
+    y: float | None
+    node_id: str
+    room_code: str
+    at: int | None
+    timestamp_us: int
+    queued: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """One connection, as the host sees it (a snapshot)."""
+
+    node_id: str | None
+    room_code: str | None
+    client_name: str | None
+    address: str
+    round_trip_us: float | None  # latest keepalive ping round trip
+    clock_offset_us: float | None  # client clock minus server clock (+ = client ahead)
+    messages_in: int
+    messages_out: int
+    dropped: int  # outgoing messages dropped or coalesced because the client was slow
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """The server, as the host sees it (a snapshot)."""
+
+    connections: int
+    clients: int  # joined
+    rooms: int
+    ring_len: int
+    ring_capacity: int
+    ring_dropped: int
+    accepted: int  # messages queued into the ring
+    refused: int  # messages the ring refused (it was full)
+    errors: int
+    internal_errors: int
+
+
+Listener = Callable[[ParamEvent | TriggerEvent], None]
+
+
+class Peer:
+    """One connection as the session sees it. Slotted: thousands may live at once."""
+
+    __slots__ = (
+        "address",
+        "outbox",
+        "seat",
+        "node_str",
+        "error_tokens",
+        "error_time_us",
+        "errors",
+        "messages_in",
+        "last_pong_us",
+        "ping_payload",
+        "ping_sent_us",
+        "rtt_us",
+        "estimator",
+        "closing",
+        "replaced",
+        "registered",
+    )
+
+    def __init__(self, address: str, outbox: Outbox, budget: int, now_us: int) -> None:
+        self.address = address
+        self.outbox = outbox
+        self.seat: Seat | None = None
+        self.node_str: str | None = None
+        self.error_tokens = float(budget)
+        self.error_time_us = now_us
+        self.errors = 0
+        self.messages_in = 0
+        self.last_pong_us = now_us
+        self.ping_payload: bytes | None = None  # the ping awaiting its pong
+        self.ping_sent_us = 0
+        self.rtt_us: float | None = None
+        self.estimator: OffsetEstimator | None = None
+        self.closing = False
+        self.replaced = False  # its seat went to a newer connection of the same phone
+        self.registered = False  # counted in the session (False: refused SERVER_FULL)
+
+
+class _ErrorLog:
+    """Internal errors, counted always and logged at most once per kind per minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last: dict[str, tuple[int, int]] = {}  # kind -> (logged at µs, suppressed)
+
+    def report(self, kind: str, now_us: int, exc_info: bool = True) -> None:
+        self.count += 1
+        last = self._last.get(kind)
+        if last is not None and now_us - last[0] < _LOG_EVERY_US:
+            self._last[kind] = (last[0], last[1] + 1)
+            return
+        more = f" (and {last[1]} more in the last minute)" if last and last[1] else ""
+        logger.error("internal error: %s%s", kind, more, exc_info=exc_info)
+        self._last[kind] = (now_us, 0)
+
+
+class Session:
+    """Every rule of one server, with time passed in.
+
+    Args:
+        config: the server's configuration.
+        producer: the ring's producing end (pushed from the session's thread).
+        now_us: the server clock now, in µs (rooms created later count from here).
+    """
+
+    def __init__(self, config: WsServerConfig, producer: NetBufferProducer, now_us: int) -> None:
+        self.config = config
+        self.producer = producer
+        self.shutdown_requested = False
+        self._specs: dict[str, ParamSpec] = {p.name: p for p in config.params}
+        self._values: dict[str, float] = {p.name: float(p.value) for p in config.params}
+        self._hashes: dict[str, int] = {p.name: hash_param_name(p.name) for p in config.params}
+        self._rooms = RoomRegistry(config.room, config.resume_grace, config.max_rooms)
+        self._throttle = JoinThrottle(config.join_burst, config.join_per_hour)
+        self._peers: set[Peer] = set()
+        self._by_node: dict[NodeId, Peer] = {}
+        self._room_peers: dict[str, set[Peer]] = {}
+        self._holding: set[Peer] = set()  # outboxes with something waiting
+        self._listeners: list[Listener] = []
+        self._horizon_us = int(config.schedule_horizon * 1e6)
+        self._update_interval_us = int(1e6 / config.update_rate)
+        self._budget_us = 1_000_000  # one error forgiven per second
+        self._accepted = 0
+        self._refused = 0
+        self._errors = 0
+        self._internal = _ErrorLog()
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+
+    # ---- public: connections ----------------------------------------------------------
+
+    def open(self, address: str, sink: Sink, now_us: int) -> Peer:
+        """A connection finished its handshake. Over max_connections: SERVER_FULL, close."""
+        outbox = Outbox(sink, self.config.broadcast_capacity, self._update_interval_us)
+        peer = Peer(address, outbox, self.config.error_budget, now_us)
+        if len(self._peers) >= self.config.max_connections:
+            peer.closing = True
+            outbox.send(encode_error(SERVER_FULL, "Server is full, try again later"))
+            outbox.close(CLOSE_TRY_LATER, "server full")
+            return peer
+        peer.registered = True
+        self._peers.add(peer)
+        return peer
+
+    def receive(self, peer: Peer, data: bytes | str, now_us: int) -> None:
+        """One complete text message from `peer` (the payload's bytes)."""
+        if peer.closing:
+            return
+        peer.messages_in += 1
+        try:
+            message = parse_client_message(data)
+            if isinstance(message, Param):
+                self._on_param(peer, message, now_us)
+            elif isinstance(message, Trigger):
+                self._on_trigger(peer, message, now_us)
+            elif isinstance(message, Ping):
+                self._on_ping(peer, message, now_us)
+            elif isinstance(message, Join):
+                self._on_join(peer, message, now_us)
+            elif isinstance(message, Sync):
+                self._require_joined(peer)
+                self._send(peer, self._state_frame())
+            elif isinstance(message, Leave):
+                self._on_leave(peer)
+        except InvalidText:
+            # RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection.
+            self._errors += 1
+            peer.errors += 1
+            self._close(peer, CLOSE_INVALID_DATA, "invalid UTF-8", fail=True)
+        except ProtocolError as exc:
+            self._on_error(peer, exc, now_us)
+        except Exception:
+            self._internal.report("handling a message", now_us)
+
+    def receive_binary(self, peer: Peer, now_us: int) -> None:
+        """One complete binary message from `peer`: the protocol is JSON text."""
+        if peer.closing:
+            return
+        peer.messages_in += 1
+        self._on_error(
+            peer,
+            ProtocolError("INVALID_MESSAGE", "binary frames are not accepted; send JSON text"),
+            now_us,
+        )
+
+    def pong(self, peer: Peer, payload: bytes, now_us: int) -> None:
+        """A protocol pong arrived at `now_us` (stamped at receipt)."""
+        if peer.ping_payload is not None and payload == peer.ping_payload:
+            peer.ping_payload = None
+            peer.rtt_us = float(now_us - peer.ping_sent_us)
+            peer.last_pong_us = now_us
+
+    def closed(self, peer: Peer, now_us: int) -> None:
+        """The connection is gone: release the peer; a joined seat is held for resume."""
+        peer.closing = True
+        if not peer.registered:
+            return
+        peer.registered = False
+        self._peers.discard(peer)
+        self._holding.discard(peer)
+        if peer.seat is not None and not peer.replaced:
+            self._rooms.drop(peer.seat.node_id, now_us * 1e-6)
+        self._detach(peer)
+
+    def paused(self, peer: Peer) -> None:
+        """The peer's transport buffer rose above its high-water mark."""
+        peer.outbox.pause()
+
+    def resumed(self, peer: Peer, now_us: int) -> None:
+        """The peer's transport buffer drained: write what waited."""
+        if peer.outbox.resume(now_us):
+            self._holding.add(peer)
+        else:
+            self._holding.discard(peer)
+
+    # ---- public: time ---------------------------------------------------------------
+
+    def flush(self, now_us: int) -> None:
+        """Writes coalesced updates and queued messages that are due."""
+        for peer in list(self._holding):
+            if peer.closing and not peer.outbox.is_holding:
+                self._holding.discard(peer)
+            elif not peer.outbox.flush(now_us):
+                self._holding.discard(peer)
+
+    @property
+    def is_holding(self) -> bool:
+        """True while some outbox has messages waiting (the transport keeps flushing)."""
+        return bool(self._holding)
+
+    def keepalive(self, now_us: int) -> None:
+        """Pings every connection; drops those silent past connection_timeout.
+
+        Never waits on anyone: a ping is queued on each sink and its pong, whenever
+        it comes, goes to `pong`. A paused peer is not pinged (its buffer is full) but
+        still times out.
+        """
+        timeout_us = int(self.config.connection_timeout * 1e6)
+        for peer in list(self._peers):
+            if peer.closing:
+                continue
+            silent_us = now_us - peer.last_pong_us
+            if silent_us > timeout_us:
+                logger.info("dropping %s: no pong for %.1f s", peer.address, silent_us / 1e6)
+                peer.closing = True
+                peer.outbox.sink.abort()
+                continue
+            if peer.outbox.paused:
+                continue
+            payload = now_us.to_bytes(8, "big")
+            peer.ping_payload = payload
+            peer.ping_sent_us = now_us
+            peer.outbox.sink.ping(payload)
+
+    def housekeeping(self, now_us: int) -> None:
+        """Closes expired rooms and frees seats whose resume grace ran out."""
+        now = now_us * 1e-6
+        for code in self._rooms.expired(now):
+            logger.info("room %s expired", code)
+            self._close_room(code, "expired")
+        self._rooms.purge(now)
+
+    # ---- public: the host ---------------------------------------------------------------
+
+    def command(self, command: Command, now_us: int) -> None:
+        """Handles one host command (already validated and encoded by its sender)."""
+        try:
+            if isinstance(command, BroadcastParam):
+                self._broadcast_param(command, now_us)
+            elif isinstance(command, BroadcastVisualization):
+                self._broadcast_visualization(command.frame)
+            elif isinstance(command, CreateRoom):
+                self._create_room(command, now_us)
+            elif isinstance(command, CloseRoom):
+                self._close_room(command.code, "closed")
+            elif isinstance(command, Shutdown):
+                self.shutdown_requested = True
+        except Exception:
+            self._internal.report(f"command {type(command).__name__}", now_us)
+
+    def shutdown(self) -> None:
+        """Sends `closed` to every connection and starts closing each (1001)."""
+        frame = encode_closed("shutdown")
+        for peer in list(self._peers):
+            self._send(peer, frame)
+            self._close(peer, CLOSE_GOING_AWAY, "server shutdown")
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def peers(self) -> list[Peer]:
+        return list(self._peers)
+
+    def param_values(self) -> dict[str, float]:
+        return dict(self._values)
+
+    def rooms(self) -> list[str]:
+        return self._rooms.codes()
+
+    def client_stats(self) -> list[ClientStats]:
+        out = []
+        for p in list(self._peers):
+            est, seat = p.estimator, p.seat
+            out.append(
+                ClientStats(
+                    node_id=p.node_str,
+                    room_code=seat.room_code if seat else None,
+                    client_name=seat.client_name if seat else None,
+                    address=p.address,
+                    round_trip_us=p.rtt_us,
+                    clock_offset_us=None if est is None else est.offset_us,
+                    messages_in=p.messages_in,
+                    messages_out=p.outbox.written,
+                    dropped=p.outbox.dropped,
+                    errors=p.errors,
+                )
+            )
+        return out
+
+    def stats(self) -> ServerStats:
+        p = self.producer
+        return ServerStats(
+            connections=len(self._peers),
+            clients=len(self._by_node),
+            rooms=len(self._rooms),
+            ring_len=len(p),
+            ring_capacity=p.capacity,
+            ring_dropped=p.dropped,
+            accepted=self._accepted,
+            refused=self._refused,
+            errors=self._errors,
+            internal_errors=self._internal.count,
+        )
+
+    # ---- client messages ------------------------------------------------------------
+
+    def _on_error(self, peer: Peer, exc: ProtocolError, now_us: int) -> None:
+        self._errors += 1
+        peer.errors += 1
+        if self._debug:
+            logger.debug("%s: %s", peer.address, exc)
+        self._send(peer, encode_error(exc.code, exc.message))
+        budget = float(self.config.error_budget)
+        regained = (now_us - peer.error_time_us) / self._budget_us
+        peer.error_tokens = min(budget, peer.error_tokens + regained) - 1.0
+        peer.error_time_us = now_us
+        if peer.error_tokens < 0:
+            self._close(peer, CLOSE_POLICY, "too many invalid messages")
+
+    def _require_joined(self, peer: Peer) -> Seat:
+        if peer.seat is None:
+            raise ProtocolError(NOT_JOINED, "Send join first")
+        return peer.seat
+
+    def _on_join(self, peer: Peer, msg: Join, now_us: int) -> None:
+        if peer.seat is not None:
+            raise ProtocolError(ALREADY_JOINED, "Already joined a room")
+        now = now_us * 1e-6
+        if not self._throttle.allows(peer.address, now):
+            wait = self._throttle.retry_after(peer.address, now)
+            raise ProtocolError(RATE_LIMITED, f"Too many failed joins; retry in {wait:.0f} s")
+        try:
+            result = self._rooms.join(msg.room_code, now, msg.session, msg.client_name)
+        except ProtocolError as exc:
+            if exc.code == INVALID_ROOM:
+                self._throttle.failed(peer.address, now)
+            raise
+        seat = result.seat
+        if result.replaced:
+            old = self._by_node.get(seat.node_id)
+            if old is not None:
+                old.replaced = True
+                self._detach(old)
+                self._close(old, CLOSE_NORMAL, "replaced by a newer connection")
+        peer.seat = seat
+        peer.node_str = str(seat.node_id)
+        peer.estimator = OffsetEstimator(window=8)
+        self._by_node[seat.node_id] = peer
+        self._room_peers.setdefault(seat.room_code, set()).add(peer)
+        self._send(peer, encode_welcome(peer.node_str, now_us, seat.token))
+        self._send(peer, self._state_frame())
+
+    def _on_leave(self, peer: Peer) -> None:
+        seat = self._require_joined(peer)
+        self._rooms.leave(seat.node_id)
+        self._detach(peer)
+        self._close(peer, CLOSE_NORMAL, "left")
+
+    def _on_param(self, peer: Peer, msg: Param, now_us: int) -> None:
+        seat = self._require_joined(peer)
+        spec = self._specs.get(msg.param)
+        value = msg.value
+        if spec is not None:
+            value = spec.clamp(value)
+        elif self._specs:
+            raise ProtocolError(UNKNOWN_PARAM, f"Unknown parameter {msg.param[:64]!r}")
+        check_at(msg.at, now_us, self._horizon_us)
+        h = self._hashes.get(msg.param)
+        if h is None:
+            h = hash_param_name(msg.param)
+        node = seat.node_id
+        ts = msg.at if msg.at is not None else now_us
+        queued = self.producer.try_send_param(h, value, node.high, node.low, ts, msg.at is not None)
+        if queued:
+            self._accepted += 1
+        else:
+            self._refused += 1
+        self._values[msg.param] = value
+        members = self._room_peers.get(seat.room_code)
+        if members is not None and len(members) > 1:
+            frame = encode_update(msg.param, value)
+            holding = self._holding
+            for other in members:
+                if other is not peer and other.outbox.update(msg.param, frame, now_us):
+                    holding.add(other)
+        if self._listeners:
+            self._notify(
+                ParamEvent(msg.param, value, peer.node_str, seat.room_code, msg.at, ts, queued),
+                now_us,
+            )
+
+    def _on_trigger(self, peer: Peer, msg: Trigger, now_us: int) -> None:
+        seat = self._require_joined(peer)
+        check_at(msg.at, now_us, self._horizon_us)
+        node = seat.node_id
+        ts = msg.at if msg.at is not None else now_us
+        queued = self.producer.try_send_trigger(
+            msg.name, msg.x, msg.y, node.high, node.low, ts, msg.at is not None
+        )
+        if queued:
+            self._accepted += 1
+        else:
+            self._refused += 1
+        if self._listeners:
+            event = TriggerEvent(
+                msg.name, msg.x, msg.y, peer.node_str or "", seat.room_code, msg.at, ts, queued
+            )
+            self._notify(event, now_us)
+
+    def _on_ping(self, peer: Peer, msg: Ping, now_us: int) -> None:
+        self._require_joined(peer)
+        self._send(peer, encode_pong(msg.client_time, now_us))
+        # Offset from one message: the client stamped client_time (µs) about half a
+        # round trip before we received it. Modelled as an exchange the server started
+        # rtt ago, so the estimator's lowest-delay filter applies.
+        if peer.rtt_us is not None and peer.estimator is not None:
+            ct = float(msg.client_time)
+            try:
+                peer.estimator.add_sample(now_us - peer.rtt_us, ct, ct, now_us)
+            except ValueError:
+                pass  # a client_time the estimator cannot use: the pong still went out
+
+    # ---- the host's commands ----------------------------------------------------------
+
+    def _create_room(self, command: CreateRoom, now_us: int) -> None:
+        try:
+            code = self._rooms.create(now_us * 1e-6)
+        except BbxNetError as exc:
+            command.response.set_exception(exc)
+        else:
+            command.response.set_result(code)
+
+    def _broadcast_param(self, command: BroadcastParam, now_us: int) -> None:
+        name, value, frame = command.name, command.value, command.frame
+        spec = self._specs.get(name)
+        if spec is not None and spec.clamp(value) != value:
+            value = spec.clamp(value)
+            frame = encode_update(name, value)
+        self._values[name] = value
+        # The host sets its own pace: sent at once to every client that keeps up
+        # (superseding any older coalesced echo of this parameter), held for the rest.
+        holding = self._holding
+        for peer in self._by_node.values():
+            if peer.outbox.host_update(name, frame):
+                holding.add(peer)
+        self._notify(ParamEvent(name, value, None, None, None, now_us, True), now_us)
+
+    def _broadcast_visualization(self, frame: bytes) -> None:
+        holding = self._holding
+        for peer in self._by_node.values():
+            if peer.outbox.visualization(frame):
+                holding.add(peer)
+
+    def _close_room(self, code: str, reason: str) -> None:
+        members = self._room_peers.pop(code, set())
+        self._rooms.close(code)
+        frame = encode_closed(reason)
+        for peer in members:
+            self._send(peer, frame)
+            self._detach(peer)
+            self._close(peer, CLOSE_NORMAL, f"room {reason}")
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _send(self, peer: Peer, message: bytes) -> None:
+        if peer.outbox.send(message):
+            self._holding.add(peer)
+
+    def _close(self, peer: Peer, code: int, reason: str, fail: bool = False) -> None:
+        peer.closing = True
+        peer.outbox.close(code, reason, fail)
+        if peer.outbox.is_holding:
+            self._holding.add(peer)
+
+    def _detach(self, peer: Peer) -> None:
+        """Removes a peer from the room indexes (its seat is handled by the caller)."""
+        seat = peer.seat
+        if seat is None:
+            return
+        if self._by_node.get(seat.node_id) is peer:
+            del self._by_node[seat.node_id]
+        members = self._room_peers.get(seat.room_code)
+        if members is not None:
+            members.discard(peer)
+            if not members:
+                del self._room_peers[seat.room_code]
+        peer.seat = None
+
+    def _state_frame(self) -> bytes:
+        states = []
+        for name, value in self._values.items():
+            spec = self._specs.get(name)
+            if spec is not None:
+                states.append(ParamState(name, value, spec.min, spec.max))
+        return encode_state(states, self.config.triggers)
+
+    def _notify(self, event: ParamEvent | TriggerEvent, now_us: int) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                self._internal.report(f"listener {listener!r}", now_us)
