@@ -113,8 +113,7 @@ class ThreadServer:
 
         def cut() -> None:
             for c in list(self.server._connections):
-                if c.ws.transport is not None:
-                    c.ws.transport.abort()
+                c.abort()
             assert self.server._server is not None
             self.server._server.close()
 
@@ -258,8 +257,8 @@ def test_reconnects_with_the_same_node_id(page: Page, server: ThreadServer) -> N
 
     def drop() -> None:
         for c in list(server.server._connections):
-            if c.node_str == node and c.ws.transport is not None:
-                c.ws.transport.abort()
+            if c.peer is not None and c.peer.node_str == node:
+                c.abort()
 
     server.call(drop)
     page.wait_for_function("() => window.bbxClient.isReconnecting || !window.bbxClient.isConnected")
