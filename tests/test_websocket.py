@@ -450,7 +450,7 @@ def test_shutdown_returns_from_run_with_every_socket_closed() -> None:
         assert orjson.loads(await conns[0].recv())["type"] == "closed"
         for ws in conns:
             await asyncio.wait_for(ws.wait_closed(), STEP)
-            assert ws.close_code == 1001
+            assert ws.protocol.close_code == 1001
             assert ws.transport is not None
             ws.transport.abort()
         assert server.stats().connections == 0
@@ -937,7 +937,7 @@ def test_tls_serves_wss_and_the_page_over_https() -> None:
             page = await asyncio.wait_for(reader.read(), STEP)
             writer.close()
             assert page.startswith(b"HTTP/1.1 200") and b"<!doctype html>" in page
-            with pytest.raises((OSError, websockets.InvalidMessage)):
+            with pytest.raises((OSError, websockets.exceptions.InvalidHandshake)):
                 await websockets.connect(f"ws://127.0.0.1:{s.server.port}/", open_timeout=2)
 
     run(main())

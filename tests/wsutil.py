@@ -130,7 +130,7 @@ class Client:
             for _ in range(10_000):
                 await asyncio.wait_for(self.ws.recv(), STEP)
         await asyncio.wait_for(self.ws.wait_closed(), STEP)
-        return self.ws.close_code
+        return self.ws.protocol.close_code  # the sans-I/O layer: public since 14.0
 
     async def close(self) -> None:
         await asyncio.wait_for(self.ws.close(), STEP)
