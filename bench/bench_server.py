@@ -63,11 +63,19 @@ class ServerProcess:
         return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+#: --before: an older checkout (its bench/ and a Python with its package installed),
+#: measured as "before" beside "ours" and the baseline in the same run.
+BEFORE: dict[str, Path] = {}
+
+
 @contextlib.asynccontextmanager
 async def server(impl: str, rooms: int) -> AsyncIterator[ServerProcess]:
+    python, script = sys.executable, HERE / "server_proc.py"
+    if impl == "before":
+        python, script, impl = str(BEFORE["python"]), BEFORE["dir"] / "bench/server_proc.py", "ours"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(HERE / "server_proc.py"),
+        python,
+        str(script),
         impl,
         str(rooms),
         stdin=asyncio.subprocess.PIPE,
@@ -275,17 +283,30 @@ def table(results: dict[str, dict[str, float]]) -> str:
     for r in results.values():
         keys += [k for k in r if k not in keys]
     groups = sorted({g.split(":")[1] for g in results})
+    with_before = any(g.startswith("before:") for g in results)
     lines = []
     for g in groups:
         lines.append(f"\n### {g}\n")
-        lines.append("| measure | ours | baseline | ours/baseline |")
-        lines.append("|---|---:|---:|---:|")
+        if with_before:
+            lines.append("| measure | ours | before | baseline | ours/baseline | before/baseline |")
+            lines.append("|---|---:|---:|---:|---:|---:|")
+        else:
+            lines.append("| measure | ours | baseline | ours/baseline |")
+            lines.append("|---|---:|---:|---:|")
         ours, base = results.get(f"ours:{g}", {}), results.get(f"baseline:{g}", {})
+        before = results.get(f"before:{g}", {})
+        nan = float("nan")
         for k in keys:
             if k in ours or k in base:
-                o, b = ours.get(k, float("nan")), base.get(k, float("nan"))
-                ratio = o / b if b else float("nan")
-                lines.append(f"| {k} | {o:.2f} | {b:.2f} | {ratio:.2f}x |")
+                o, b, p = ours.get(k, nan), base.get(k, nan), before.get(k, nan)
+                ratio = o / b if b else nan
+                if with_before:
+                    pr = p / b if b else nan
+                    lines.append(
+                        f"| {k} | {o:.2f} | {p:.2f} | {b:.2f} | {ratio:.2f}x | {pr:.2f}x |"
+                    )
+                else:
+                    lines.append(f"| {k} | {o:.2f} | {b:.2f} | {ratio:.2f}x |")
     return "\n".join(lines)
 
 
@@ -293,16 +314,27 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 10, 100 only, 2 s windows")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="an older checkout whose .venv/bin/python has its bbx_net installed: "
+        "measured as 'before' in the same run",
+    )
     args = parser.parse_args()
+    impls = ["ours", "baseline"]
+    if args.before is not None:
+        BEFORE["dir"] = args.before.resolve()
+        BEFORE["python"] = BEFORE["dir"] / ".venv/bin/python"
+        impls.insert(1, "before")
     os.sched_setaffinity(0, {1})
     sizes = [10, 100] if args.quick else [10, 100, 500]
     seconds = 2.0 if args.quick else 3.0
     results: dict[str, dict[str, float]] = {}
     for n in sizes:
-        for impl in ("ours", "baseline"):
+        for impl in impls:
             print(f"measuring {impl} with {n} clients...", file=sys.stderr)
             results[f"{impl}:N={n:>3}"] = await measure(impl, n, seconds)
-    for impl in ("ours", "baseline"):
+    for impl in impls:
         print(f"measuring {impl}, one room of 100 at 60 Hz...", file=sys.stderr)
         results[f"{impl}:one room x100"] = await one_room(impl, seconds)
     print(table(results))

@@ -61,10 +61,10 @@ async def run_ours(n_rooms: int) -> None:
         WsServerConfig,
     )
 
-    if "BBX_FPT" in os.environ:  # experiment knob: frames per connection per loop turn
+    if "BBX_FPT" in os.environ:  # experiment knob: events per connection per loop turn
         import bbx_net.websocket.server as server_module
 
-        server_module._FRAMES_PER_TURN = int(os.environ["BBX_FPT"])
+        server_module._EVENTS_PER_TURN = int(os.environ["BBX_FPT"])
     producer, consumer = net_buffer(65536)
     commands = CommandChannel(1024)
     config = WsServerConfig(

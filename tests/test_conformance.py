@@ -297,23 +297,39 @@ def cases() -> list[Case]:
     add("5", "text-two-fragments", fragments(TEXT, msg, 150))
     add("5", "text-two-fragments-chopped", fragments(TEXT, msg, 150), chop=1)
     add("5", "text-many-fragments", fragments(TEXT, msg, 1))
-    add("5", "text-empty-fragments", frame(TEXT, b"", fin=False) + frame(CONT, msg, fin=False)
-        + frame(CONT, b""))
+    add(
+        "5",
+        "text-empty-fragments",
+        frame(TEXT, b"", fin=False) + frame(CONT, msg, fin=False) + frame(CONT, b""),
+    )
     for ctrl in (PING, PONG):
         mid = frame(ctrl, b"between")
         data = frame(TEXT, msg[:50], fin=False) + mid + frame(CONT, msg[50:])
         add("5", f"{ctrl}-between-fragments", data)
         add("5", f"{ctrl}-between-fragments-chopped", data, chop=1)
     add("5", "continuation-first", frame(CONT, msg))
-    add("5", "continuation-first-unfinished", frame(CONT, msg[:40], fin=False) + frame(CONT, msg[40:]))
-    add("5", "text-inside-fragmented", frame(TEXT, msg[:50], fin=False) + frame(TEXT, ping_json(6))
-        + frame(CONT, msg[50:]))
-    add("5", "binary-inside-fragmented", frame(TEXT, msg[:50], fin=False) + frame(BINARY, b"x")
-        + frame(CONT, msg[50:]))
+    add(
+        "5",
+        "continuation-first-unfinished",
+        frame(CONT, msg[:40], fin=False) + frame(CONT, msg[40:]),
+    )
+    add(
+        "5",
+        "text-inside-fragmented",
+        frame(TEXT, msg[:50], fin=False) + frame(TEXT, ping_json(6)) + frame(CONT, msg[50:]),
+    )
+    add(
+        "5",
+        "binary-inside-fragmented",
+        frame(TEXT, msg[:50], fin=False) + frame(BINARY, b"x") + frame(CONT, msg[50:]),
+    )
     add("5", "unfinished-then-sentinel", frame(TEXT, msg[:50], fin=False))
     add("5", "fragmented-then-whole", fragments(TEXT, ping_json(1), 10) + frame(TEXT, ping_json(2)))
-    add("5", "whole-fragmented-whole", frame(TEXT, ping_json(1)) + fragments(TEXT, ping_json(2), 7)
-        + frame(TEXT, ping_json(3)))
+    add(
+        "5",
+        "whole-fragmented-whole",
+        frame(TEXT, ping_json(1)) + fragments(TEXT, ping_json(2), 7) + frame(TEXT, ping_json(3)),
+    )
     add("5", "binary-fragmented", fragments(BINARY, b"\x01" * 300, 100))
     # 6. UTF-8: in whole and fragmented text frames, split at every byte.
     for i, seq in enumerate(VALID_UTF8 + INVALID_UTF8):
@@ -322,40 +338,82 @@ def cases() -> list[Case]:
         add("6", f"{kind}-{i}-whole", frame(TEXT, payload))
         start = payload.index(b'"s":"') + 5
         for cut in range(start, start + len(seq) + 1):
-            add("6", f"{kind}-{i}-split-{cut - start}",
-                frame(TEXT, payload[:cut], fin=False) + frame(CONT, payload[cut:]))
+            add(
+                "6",
+                f"{kind}-{i}-split-{cut - start}",
+                frame(TEXT, payload[:cut], fin=False) + frame(CONT, payload[cut:]),
+            )
         add("6", f"{kind}-{i}-fragments-of-1", fragments(TEXT, payload, 1))
         add("6", f"{kind}-{i}-chopped", frame(TEXT, payload), chop=1)
     add("6", "bare-invalid", frame(TEXT, b"\xff\xfe"))
     add("6", "utf16-json", frame(TEXT, '{"type":"ping","client_time":1}'.encode("utf-16")))
     add("6", "utf32-json", frame(TEXT, '{"type":"ping","client_time":1}'.encode("utf-32")))
     add("6", "bom-json", frame(TEXT, b"\xef\xbb\xbf" + ping_json(1)))
-    add("6", "good-then-invalid", frame(TEXT, ping_json(1)) + frame(TEXT, ping_json(2, extra=b"\xc0")))
+    add(
+        "6",
+        "good-then-invalid",
+        frame(TEXT, ping_json(1)) + frame(TEXT, ping_json(2, extra=b"\xc0")),
+    )
     # 7. Close handling.
     for code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999):
         add("7", f"close-{code}", frame(CLOSE, close_payload(code)), sentinel=False)
-    for code in (0, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000,
-                 65535):
+    for code in (
+        0,
+        999,
+        1004,
+        1005,
+        1006,
+        1012,
+        1013,
+        1014,
+        1015,
+        1016,
+        1100,
+        2000,
+        2999,
+        5000,
+        65535,
+    ):
         add("7", f"close-invalid-{code}", frame(CLOSE, close_payload(code)), sentinel=False)
     add("7", "close-empty", frame(CLOSE), sentinel=False)
     add("7", "close-1-byte", frame(CLOSE, b"\x03"), sentinel=False)
     add("7", "close-reason", frame(CLOSE, close_payload(1000, b"bye")), sentinel=False)
     add("7", "close-reason-123", frame(CLOSE, close_payload(1000, b"r" * 123)), sentinel=False)
     add("7", "close-payload-126", frame(CLOSE, close_payload(1000, b"r" * 124)), sentinel=False)
-    add("7", "close-reason-invalid-utf8",
-        frame(CLOSE, close_payload(1000, b"\xce\xba\xed\xa0\x80")), sentinel=False)
-    add("7", "close-then-text", frame(CLOSE, close_payload(1000)) + frame(TEXT, ping_json(1)),
-        sentinel=False)
-    add("7", "close-then-ping", frame(CLOSE, close_payload(1000)) + frame(PING, b"x"),
-        sentinel=False)
-    add("7", "text-then-close", frame(TEXT, ping_json(1)) + frame(CLOSE, close_payload(1000)),
-        sentinel=False)
+    add(
+        "7",
+        "close-reason-invalid-utf8",
+        frame(CLOSE, close_payload(1000, b"\xce\xba\xed\xa0\x80")),
+        sentinel=False,
+    )
+    add(
+        "7",
+        "close-then-text",
+        frame(CLOSE, close_payload(1000)) + frame(TEXT, ping_json(1)),
+        sentinel=False,
+    )
+    add(
+        "7",
+        "close-then-ping",
+        frame(CLOSE, close_payload(1000)) + frame(PING, b"x"),
+        sentinel=False,
+    )
+    add(
+        "7",
+        "text-then-close",
+        frame(TEXT, ping_json(1)) + frame(CLOSE, close_payload(1000)),
+        sentinel=False,
+    )
     add("7", "fragment-then-close", frame(TEXT, msg[:30], fin=False) + frame(CLOSE), sentinel=False)
     add("7", "close-chopped", frame(CLOSE, close_payload(1000, b"bye")), chop=1, sentinel=False)
     # 9. Limits and volume (bounded: messages up to the 64 KiB limit, 1,000 frames).
     add("9", "thousand-pings-one-write", b"".join(frame(TEXT, ping_json(i)) for i in range(1000)))
-    add("9", "hundred-pings-chopped", b"".join(frame(TEXT, ping_json(i)) for i in range(100)),
-        chop=7)
+    add(
+        "9",
+        "hundred-pings-chopped",
+        b"".join(frame(TEXT, ping_json(i)) for i in range(100)),
+        chop=7,
+    )
     big = ping_of_size(9, MAX_SIZE)
     for size in (64, 256, 1024, 4096, 16384):
         add("9", f"64k-in-{size}-fragments", fragments(TEXT, big, size))
@@ -367,8 +425,12 @@ def cases() -> list[Case]:
     add("9", "unmasked", frame(TEXT, ping_json(1), masked=False))
     # Data in the same TCP write as the handshake (and the join) is answered.
     add("H", "join-and-ping-with-handshake", frame(TEXT, ping_json(1)), with_handshake=True)
-    add("H", "pings-with-handshake", b"".join(frame(TEXT, ping_json(i)) for i in range(5))
-        + frame(PING, b"p"), with_handshake=True)
+    add(
+        "H",
+        "pings-with-handshake",
+        b"".join(frame(TEXT, ping_json(i)) for i in range(5)) + frame(PING, b"p"),
+        with_handshake=True,
+    )
     add("H", "fragmented-with-handshake", fragments(TEXT, ping_json(7), 5), with_handshake=True)
     return out
 
@@ -376,11 +438,16 @@ def cases() -> list[Case]:
 CASES = cases()
 
 
+def bbx_server() -> Any:
+    """The bbx_net server under test; its keepalive pings are off, as the reference's."""
+    return live_server(params=[], ping_interval=600.0, connection_timeout=600.0)
+
+
 def test_every_case_has_the_same_outcome_as_websockets() -> None:
     """All cases: the bbx_net server and a plain websockets server answer the same."""
 
     async def main() -> None:
-        async with reference_server() as ref_port, live_server(params=[], ping_interval=600.0, connection_timeout=600.0) as s:
+        async with reference_server() as ref_port, bbx_server() as s:
             CODE[s.server.port] = s.code
             differ: list[str] = []
             tally: Counter[tuple[str, bool]] = Counter()
@@ -423,7 +490,7 @@ def test_key_cases_close_with_the_rfc_code(name: str, expected: tuple[str, int])
     case = next(c for c in CASES if str(c) == name)
 
     async def main() -> None:
-        async with reference_server() as ref_port, live_server(params=[], ping_interval=600.0, connection_timeout=600.0) as s:
+        async with reference_server() as ref_port, bbx_server() as s:
             CODE[s.server.port] = s.code
             for port in (ref_port, s.server.port):
                 events = await outcome_of(port, case)
@@ -434,12 +501,14 @@ def test_key_cases_close_with_the_rfc_code(name: str, expected: tuple[str, int])
 
 def test_replies_leave_in_order_of_receipt_however_the_bytes_are_cut() -> None:
     """Fragmented and whole pings in one write, or byte by byte: pongs 1, 2, 3 in order."""
-    data = fragments(TEXT, ping_json(1), 9) + frame(TEXT, ping_json(2)) + fragments(
-        TEXT, ping_json(3), 4
+    data = (
+        fragments(TEXT, ping_json(1), 9)
+        + frame(TEXT, ping_json(2))
+        + fragments(TEXT, ping_json(3), 4)
     )
 
     async def main() -> None:
-        async with live_server(params=[], ping_interval=600.0, connection_timeout=600.0) as s:
+        async with bbx_server() as s:
             CODE[s.server.port] = s.code
             for chop in (None, 1, 3, 50):
                 events = await outcome_of(s.server.port, Case("X", "order", data, chop=chop))

@@ -91,8 +91,12 @@ def test_rules_before_join_and_twice() -> None:
     """NOT_JOINED before join, INVALID_ROOM for a wrong code, ALREADY_JOINED after."""
     w = World()
     peer, sink = w.connect()
-    for msg in ({"type": "param", "param": "gain", "value": 1}, {"type": "sync"},
-                {"type": "ping", "client_time": 1}, {"type": "leave"}):
+    for msg in (
+        {"type": "param", "param": "gain", "value": 1},
+        {"type": "sync"},
+        {"type": "ping", "client_time": 1},
+        {"type": "leave"},
+    ):
         w.send(peer, **msg)
     assert sink.codes() == ["NOT_JOINED"] * 4
     w.send(peer, type="join", room_code="x" + w.code)

@@ -82,7 +82,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         self.address = "?"
-        self._fragments: list[bytes] | None = None  # a fragmented message so far
+        self._fragments: list[bytes | bytearray | memoryview] | None = (
+            None  # a fragmented message so far
+        )
         self._binary = False
         self._events: list[Any] | None = None  # events left for a later turn
         self._receiving = False  # inside data_received: writes are batched
@@ -240,7 +242,7 @@ class _Connection(asyncio.Protocol):
             data, binary = b"".join(fragments), self._binary
         elif opcode is Opcode.PONG:
             if peer is not None:
-                session.pong(peer, frame.data, now_us)
+                session.pong(peer, bytes(frame.data), now_us)
             return
         else:
             # PING is answered and CLOSE echoed by websockets itself.

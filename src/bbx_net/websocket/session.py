@@ -252,7 +252,7 @@ class Session:
         self._peers.add(peer)
         return peer
 
-    def receive(self, peer: Peer, data: bytes | str, now_us: int) -> None:
+    def receive(self, peer: Peer, data: bytes | bytearray | memoryview | str, now_us: int) -> None:
         """One complete text message from `peer` (the payload's bytes)."""
         if peer.closing:
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http
 import mimetypes
 from importlib import resources
+
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
