@@ -941,3 +941,29 @@ def test_tls_serves_wss_and_the_page_over_https() -> None:
                 await websockets.connect(f"ws://127.0.0.1:{s.server.port}/", open_timeout=2)
 
     run(main())
+
+
+def test_hostile_values_over_the_wire_get_errors_not_internal_errors() -> None:
+    """1e300, 3.5e38 coordinates, 10**400 and lone surrogates: an `error` reply each,
+    charged to the client (closed 1008 past its budget), no internal error."""
+
+    async def main() -> None:
+        async with live_server(params=[], error_budget=100) as s:
+            c = await s.joined()
+            frames = [
+                '{"type":"param","param":"gain","value":1e300}',
+                '{"type":"trigger","name":"pad","x":3.5e38,"y":0}',
+                '{"type":"param","param":"gain","value":1' + "0" * 400 + "}",
+                '{"type":"trigger","name":"\\ud800"}',
+                '{"type":"trigger","name":"pad:1e300,0"}',
+            ]
+            for frame in frames:
+                await c.ws.send(frame)
+                reply = await c.recv()
+                assert reply["type"] == "error", reply
+                assert reply["code"] in ("INVALID_VALUE", "INVALID_MESSAGE")
+            stats = s.server.stats()
+            assert stats.internal_errors == 0 and stats.errors == len(frames)
+            assert s.consumer.is_empty()
+
+    run(main())
