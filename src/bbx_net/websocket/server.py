@@ -6,10 +6,14 @@ through its public API only: bytes in with `receive_data`, events out with
 synchronously inside `data_received`, in the order it arrived, so replies leave in
 the order of their requests however the bytes were framed or split, and data that
 arrives in the same TCP write as the handshake is answered. websockets does the
-RFC 6455 work (framing, masking, control frames, close handshake, fragment order,
-sizes); this module joins fragments, checks that text is UTF-8 (the session core
-closes with 1007 otherwise, as websockets' own asyncio server does), and hands whole
-messages to the `Session`, which holds every rule.
+RFC 6455 work (control frames, close handshake, fragment order, sizes, reserved bits
+and opcodes); this module joins fragments, lets the session core check that text is
+UTF-8 (it closes with 1007 otherwise, as websockets' own asyncio server does), and
+hands whole messages to the `Session`, which holds every rule. One fast path of our
+own: whole, unfragmented, masked data frames within max_size (what phones send) are
+cut from the stream and unmasked here; every other frame goes to websockets whole, so
+its parser always stands at a frame boundary. tests/test_conformance.py proves the
+outcome identical to websockets' own server, case by case.
 
 Flow control: the transport's pause_writing / resume_writing signals switch the
 client's outbox between writing and holding; nothing polls buffer sizes. Work per
