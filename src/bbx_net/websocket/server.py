@@ -592,6 +592,7 @@ class WsServer:
             return
         server, self._server = self._server, None
         server.close()
+        await asyncio.sleep(0.01)  # accepts already in flight reach connection_made
         self._session.shutdown_requested = True
         self._session.shutdown()
         self._after_session()
@@ -604,6 +605,12 @@ class WsServer:
             await asyncio.sleep(0.01)
         for conn in list(self._connections):
             conn.abort()
+        # abort() finishes in a later loop turn: wait for every connection_lost, so
+        # no transport outlives stop() (and the loop may close right after).
+        deadline = loop.time() + _CLOSE_GRACE
+        while self._connections and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), _CLOSE_GRACE)
         for timer in self._timers:
