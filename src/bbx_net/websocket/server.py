@@ -149,13 +149,12 @@ class _Connection(asyncio.Protocol):
         if self._buffer:
             data, self._buffer = self._buffer + data, b""
         if self.ws.state is State.CONNECTING:
-            data = self._handshake(data)
-            if not data:
-                return
-        self._consume(data)
+            self._handshake(data)
+        else:
+            self._consume(data)
 
-    def _handshake(self, data: bytes) -> bytes:
-        """Feeds websockets the request; returns bytes left for the fast path (none)."""
+    def _handshake(self, data: bytes) -> None:
+        """Feeds websockets the request once it is whole (bytes after it: see below)."""
         end = data.find(b"\r\n\r\n")
         if end < 0:
             if len(data) > _MAX_REQUEST:
@@ -164,19 +163,15 @@ class _Connection(asyncio.Protocol):
                 self._handle(self.ws.events_received())
             else:
                 self._buffer = data
-            return b""
+            return
         if end + 4 < len(data):
             # Frames in the same write as the handshake: websockets parses them with
             # the request (and, as its own server does, drops a pong it would owe
             # before the handshake is answered). Rare (phones wait for the 101), so
             # this connection simply stays on websockets' parser.
             self._fast = False
-            self.ws.receive_data(data)
-            self._handle(self.ws.events_received())
-            return b""
         self.ws.receive_data(data)
         self._handle(self.ws.events_received())
-        return b""
 
     def _consume(self, data: bytes) -> None:
         """Handles the frames in `data` in order, within the per-turn budget."""
