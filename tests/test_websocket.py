@@ -738,9 +738,9 @@ def test_flooding_clients_do_not_starve_the_others() -> None:
             session = s.server._session
             handle = session.receive
 
-            def spy(peer: Any, data: Any, now_us: int) -> None:
+            def spy(peer: Any, data: Any, now_us: int, binary: bool = False) -> None:
                 per_turn[(id(peer), turn[0])] += 1
-                handle(peer, data, now_us)
+                handle(peer, data, now_us, binary)
 
             session.receive = spy  # type: ignore[method-assign]
             loop.call_soon(tick)

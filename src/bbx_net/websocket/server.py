@@ -225,10 +225,7 @@ class _Connection(asyncio.Protocol):
                     budget -= 1
                     start = pos + head + 4
                     payload = _unmask(data[start:end], data[start - 4 : start])
-                    if b0 == 0x81:
-                        session.receive(self.peer, payload, now_us)
-                    else:
-                        session.receive_binary(self.peer, now_us)
+                    session.receive(self.peer, payload, now_us, binary=b0 == 0x82)
                     pos = end
                     continue
                 # Anything else: websockets gets the frame as it is, as far as it came.
@@ -432,10 +429,7 @@ class _Connection(asyncio.Protocol):
         # Messages that arrived before a close frame are still handled, as websockets'
         # own server hands them to its handler; replies to them are not sent (the sink
         # writes only while the connection is open), as there.
-        if binary:
-            session.receive_binary(peer, now_us)
-        else:
-            session.receive(peer, data, now_us)
+        session.receive(peer, data, now_us, binary=binary)
 
     def _write_out(self) -> None:
         out = self._out
@@ -588,7 +582,6 @@ class WsServer:
         server, self._server = self._server, None
         server.close()
         await asyncio.sleep(0.01)  # accepts already in flight reach connection_made
-        self._session.shutdown_requested = True
         self._session.shutdown()
         self._after_session()
         for conn in list(self._connections):

@@ -252,13 +252,19 @@ class Session:
         self._peers.add(peer)
         return peer
 
-    def receive(self, peer: Peer, data: bytes | bytearray | memoryview | str, now_us: int) -> None:
-        """One complete text message from `peer` (the payload's bytes)."""
+    def receive(
+        self,
+        peer: Peer,
+        data: bytes | bytearray | memoryview | str,
+        now_us: int,
+        binary: bool = False,
+    ) -> None:
+        """One complete message from `peer` (a text payload's bytes, or a binary one)."""
         if peer.closing:
             return
         peer.messages_in += 1
         try:
-            message = parse_client_message(data)
+            message = parse_client_message(data, binary=binary)
             if isinstance(message, Param):
                 self._on_param(peer, message, now_us)
             elif isinstance(message, Trigger):
@@ -281,17 +287,6 @@ class Session:
             self._on_error(peer, exc, now_us)
         except Exception:
             self._internal.report("handling a message", now_us)
-
-    def receive_binary(self, peer: Peer, now_us: int) -> None:
-        """One complete binary message from `peer`: the protocol is JSON text."""
-        if peer.closing:
-            return
-        peer.messages_in += 1
-        self._on_error(
-            peer,
-            ProtocolError("INVALID_MESSAGE", "binary frames are not accepted; send JSON text"),
-            now_us,
-        )
 
     def pong(self, peer: Peer, payload: bytes, now_us: int) -> None:
         """A protocol pong arrived at `now_us` (stamped at receipt)."""
@@ -328,9 +323,7 @@ class Session:
     def flush(self, now_us: int) -> None:
         """Writes coalesced updates and queued messages that are due."""
         for peer in list(self._holding):
-            if peer.closing and not peer.outbox.is_holding:
-                self._holding.discard(peer)
-            elif not peer.outbox.flush(now_us):
+            if not peer.outbox.flush(now_us):
                 self._holding.discard(peer)
 
     @property
@@ -390,6 +383,7 @@ class Session:
 
     def shutdown(self) -> None:
         """Sends `closed` to every connection and starts closing each (1001)."""
+        self.shutdown_requested = True
         frame = encode_closed("shutdown")
         for peer in list(self._peers):
             self._send(peer, frame)
