@@ -142,6 +142,50 @@ def test_echoes_coalesce_to_the_update_rate_and_flush_later() -> None:
     assert not w.session.is_holding
 
 
+def test_no_member_gets_back_a_value_older_than_its_own_change() -> None:
+    """Echoes wait per room with their sender: the newest value skips only its sender."""
+    w = World(update_rate=10.0)
+    (a, sa), (b, sb), (c, sc) = w.joined(), w.joined(), w.joined()
+    w.send(a, type="param", param="gain", value=0.1)  # due: out at once
+    assert [m["value"] for m in sb.take() + sc.take()] == [0.1, 0.1]
+    w.send(b, type="param", param="gain", value=0.2)  # within the interval: waits
+    w.send(a, type="param", param="gain", value=0.3)  # supersedes b's, sent by a
+    w.now += S // 10
+    w.session.flush(w.now)
+    assert sa.take() == []  # a's own 0.3 is newest: b's older 0.2 never reaches a
+    assert [m["value"] for m in sb.take()] == [0.3]
+    assert [m["value"] for m in sc.take()] == [0.3]
+    assert not w.session.is_holding
+
+
+def test_a_host_broadcast_supersedes_a_waiting_echo() -> None:
+    """BroadcastParam goes out at once to all, and drops the older echo still waiting."""
+    w = World(update_rate=10.0)
+    (a, sa), (b, sb) = w.joined(), w.joined()
+    w.send(a, type="param", param="gain", value=0.1)
+    w.send(a, type="param", param="gain", value=0.2)  # waits for the interval
+    w.session.command(ServerCommand.BroadcastParam("gain", 0.9), w.now)
+    assert [m["value"] for m in sa.take()] == [0.9]
+    assert [m["value"] for m in sb.take()] == [0.1, 0.9]
+    w.now += S
+    w.session.flush(w.now)
+    assert sa.take() == [] and sb.take() == []
+    assert w.session.param_values()["gain"] == 0.9
+
+
+def test_echoes_to_a_big_room_stay_at_the_update_rate() -> None:
+    """1,000 changes inside one interval: each of 199 members gets the first and newest."""
+    w = World(update_rate=10.0, room=RoomConfig(max_clients=300))
+    members = [w.joined() for _ in range(200)]
+    sender = members[0][0]
+    for i in range(1000):
+        w.send(sender, type="param", param="gain", value=i / 1000)
+    w.now += S // 10
+    w.session.flush(w.now)
+    for _, sink in members[1:]:
+        assert [m["value"] for m in sink.take()] == [0.0, 0.999]
+
+
 def test_a_paused_client_gets_newest_state_when_it_resumes() -> None:
     """While paused: updates coalesce, visualization keeps the newest, replies queue."""
     w = World(broadcast_capacity=2)
@@ -150,6 +194,7 @@ def test_a_paused_client_gets_newest_state_when_it_resumes() -> None:
     w.session.paused(b)
     for v in (0.1, 0.2):
         w.send(a, type="param", param="gain", value=v)
+        w.now += S  # each echo due: both reach b's outbox, where they coalesce
     for i in range(3):
         w.session.command(ServerCommand.BroadcastVisualization([i]), w.now)
     for t in (1, 2, 3):

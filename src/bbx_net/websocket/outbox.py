@@ -1,16 +1,14 @@
 """One client's outgoing messages: one policy, switched by the transport's flow control.
 
 While the client's transport takes bytes (`resume` was the last signal, or none came),
-every message is written at once, except echoed `update`s, which leave at most
-`update_rate` times a second per client and coalesce to the newest value per
-parameter in between. While the transport is paused (its buffer is above the
-high-water mark), nothing is written: `update`s coalesce to the newest value per
+every message is written at once. While the transport is paused (its buffer is above
+the high-water mark), nothing is written: `update`s coalesce to the newest value per
 parameter, visualization frames are replaced by the newest one, and every other
 message waits in a bounded queue that drops its oldest entry when full. `resume`
 writes what waited, in order: queued messages, then updates, then the visualization.
+(The pace of echoed updates, `update_rate`, is the room's: the session keeps it.)
 
-Pure: no asyncio, no sockets, no clock. Time is an argument (µs); the `Sink` does the
-writing.
+Pure: no asyncio, no sockets, no clock; the `Sink` does the writing.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ class Outbox:
         sink: the connection to write to.
         capacity: messages that may wait while the transport is paused; beyond that the
             oldest is dropped (and counted).
-        update_interval_us: least time between two echoed `update` writes, in µs.
 
     Attributes:
         written: messages handed to the sink.
@@ -54,7 +51,6 @@ class Outbox:
     __slots__ = (
         "sink",
         "capacity",
-        "update_interval_us",
         "paused",
         "closed",
         "written",
@@ -62,14 +58,12 @@ class Outbox:
         "_queue",
         "_updates",
         "_viz",
-        "_last_update_us",
         "_close",
     )
 
-    def __init__(self, sink: Sink, capacity: int, update_interval_us: int) -> None:
+    def __init__(self, sink: Sink, capacity: int) -> None:
         self.sink = sink
         self.capacity = capacity
-        self.update_interval_us = update_interval_us
         self.paused = False
         self.closed = False  # close requested: nothing more is accepted
         self.written = 0
@@ -77,7 +71,6 @@ class Outbox:
         self._queue: deque[bytes] | None = None
         self._updates: dict[str, bytes] | None = None  # parameter -> newest update
         self._viz: bytes | None = None
-        self._last_update_us: int | None = None
         self._close: tuple[int, str, bool] | None = None  # waiting behind the queue
 
     # ---- public ----------------------------------------------------------------------
@@ -103,27 +96,18 @@ class Outbox:
         self._write(message)
         return self.is_holding
 
-    def update(self, name: str, message: bytes, now_us: int) -> bool:
-        """Another phone's change of `name`: now if due, else coalesced. Returns is_holding."""
-        if self.closed:
-            return False
-        if not self.paused and self._updates is None and not self._queue and self._due(now_us):
-            self._last_update_us = now_us
-            self._write(message)
-            return self.is_holding
-        self._hold_update(name, message)
-        return True
+    def update(self, name: str, message: bytes) -> bool:
+        """A new value of `name`: now, or the newest one when the client can take it.
 
-    def host_update(self, name: str, message: bytes) -> bool:
-        """The host's change of `name`: at its own pace, superseding a held echo of it."""
+        Returns is_holding.
+        """
         if self.closed:
             return False
         if self.paused or self._queue:
             self._hold_update(name, message)
             return True
-        if self._updates is not None:
-            if self._updates.pop(name, None) is not None:
-                self.dropped += 1
+        if self._updates is not None and self._updates.pop(name, None) is not None:
+            self.dropped += 1  # superseded before it could leave
             if not self._updates:
                 self._updates = None
         self._write(message)
@@ -157,12 +141,12 @@ class Outbox:
         """The transport's buffer is above its high-water mark."""
         self.paused = True
 
-    def resume(self, now_us: int) -> bool:
+    def resume(self) -> bool:
         """The transport drained below its low-water mark. Returns is_holding."""
         self.paused = False
-        return self.flush(now_us)
+        return self.flush()
 
-    def flush(self, now_us: int) -> bool:
+    def flush(self) -> bool:
         """Writes what waited, as far as the transport takes it. Returns is_holding."""
         q = self._queue
         while q and not self.paused:
@@ -175,22 +159,19 @@ class Outbox:
             self._close = None
             self.sink.close(code, reason, fail)
             return False
-        if self._updates is not None and self._due(now_us):
-            frames = list(self._updates.values())
-            self._updates = None
-            self._last_update_us = now_us
-            for frame in frames:
-                self._write(frame)
+        if self._updates is not None:
+            updates, self._updates = self._updates, None
+            for name, frame in updates.items():
+                if self.paused:  # a write paused the transport: the rest waits
+                    self._hold_update(name, frame)
+                else:
+                    self._write(frame)
         if self._viz is not None and not self.paused:
             frame, self._viz = self._viz, None
             self._write(frame)
         return self.is_holding
 
     # ---- private ---------------------------------------------------------------------
-
-    def _due(self, now_us: int) -> bool:
-        last = self._last_update_us
-        return last is None or now_us - last >= self.update_interval_us
 
     def _hold_update(self, name: str, message: bytes) -> None:
         updates = self._updates

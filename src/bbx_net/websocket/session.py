@@ -187,6 +187,24 @@ class Peer:
         self.registered = False  # counted in the session (False: refused SERVER_FULL)
 
 
+class _Room:
+    """One room's live connections and the echoes waiting for them.
+
+    Echoes fan out per room, not per client: a phone's change is kept here (newest
+    value per parameter, with who sent it) and written to every other member at most
+    `update_rate` times a second, so a message costs one dict store however big the
+    room, and a member never gets back a value older than its own last change.
+    """
+
+    __slots__ = ("code", "members", "pending", "last_echo_us")
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.members: set[Peer] = set()
+        self.pending: dict[str, tuple[float, Peer]] = {}  # parameter -> (value, sender)
+        self.last_echo_us: int | None = None
+
+
 class _ErrorLog:
     """Internal errors, counted always and logged at most once per kind per minute."""
 
@@ -225,8 +243,9 @@ class Session:
         self._throttle = JoinThrottle(config.join_burst, config.join_per_hour)
         self._peers: set[Peer] = set()
         self._by_node: dict[NodeId, Peer] = {}
-        self._room_peers: dict[str, set[Peer]] = {}
+        self._live: dict[str, _Room] = {}  # rooms with a connected member
         self._holding: set[Peer] = set()  # outboxes with something waiting
+        self._echoing: set[_Room] = set()  # rooms with echoes not yet due
         self._listeners: list[Listener] = []
         self._horizon_us = int(config.schedule_horizon * 1e6)
         self._update_interval_us = int(1e6 / config.update_rate)
@@ -241,7 +260,7 @@ class Session:
 
     def open(self, address: str, sink: Sink, now_us: int) -> Peer:
         """A connection finished its handshake. Over max_connections: SERVER_FULL, close."""
-        outbox = Outbox(sink, self.config.broadcast_capacity, self._update_interval_us)
+        outbox = Outbox(sink, self.config.broadcast_capacity)
         peer = Peer(address, outbox, self.config.error_budget, now_us)
         if len(self._peers) >= self.config.max_connections:
             peer.closing = True
@@ -313,7 +332,7 @@ class Session:
 
     def resumed(self, peer: Peer, now_us: int) -> None:
         """The peer's transport buffer drained: write what waited."""
-        if peer.outbox.resume(now_us):
+        if peer.outbox.resume():
             self._holding.add(peer)
         else:
             self._holding.discard(peer)
@@ -321,15 +340,21 @@ class Session:
     # ---- public: time ---------------------------------------------------------------
 
     def flush(self, now_us: int) -> None:
-        """Writes coalesced updates and queued messages that are due."""
+        """Fans out the echoes that are due and writes what waits in outboxes."""
+        if self._echoing:
+            interval = self._update_interval_us
+            for room in list(self._echoing):
+                last = room.last_echo_us
+                if last is None or now_us - last >= interval:
+                    self._echo(room, now_us)
         for peer in list(self._holding):
-            if not peer.outbox.flush(now_us):
+            if not peer.outbox.flush():
                 self._holding.discard(peer)
 
     @property
     def is_holding(self) -> bool:
-        """True while some outbox has messages waiting (the transport keeps flushing)."""
-        return bool(self._holding)
+        """True while echoes or outbox messages wait (the transport keeps flushing)."""
+        return bool(self._holding) or bool(self._echoing)
 
     def keepalive(self, now_us: int) -> None:
         """Pings every connection; drops those silent past connection_timeout.
@@ -483,7 +508,10 @@ class Session:
         peer.node_str = str(seat.node_id)
         peer.estimator = OffsetEstimator(window=8)
         self._by_node[seat.node_id] = peer
-        self._room_peers.setdefault(seat.room_code, set()).add(peer)
+        room = self._live.get(seat.room_code)
+        if room is None:
+            room = self._live[seat.room_code] = _Room(seat.room_code)
+        room.members.add(peer)
         self._send(peer, encode_welcome(peer.node_str, now_us, seat.token))
         self._send(peer, self._state_frame())
 
@@ -513,13 +541,14 @@ class Session:
         else:
             self._refused += 1
         self._values[msg.param] = value
-        members = self._room_peers.get(seat.room_code)
-        if members is not None and len(members) > 1:
-            frame = encode_update(msg.param, value)
-            holding = self._holding
-            for other in members:
-                if other is not peer and other.outbox.update(msg.param, frame, now_us):
-                    holding.add(other)
+        room = self._live.get(seat.room_code)
+        if room is not None and len(room.members) > 1:
+            room.pending[msg.param] = (value, peer)
+            last = room.last_echo_us
+            if last is None or now_us - last >= self._update_interval_us:
+                self._echo(room, now_us)
+            else:
+                self._echoing.add(room)
         if self._listeners:
             self._notify(
                 ParamEvent(msg.param, value, peer.node_str, seat.room_code, msg.at, ts, queued),
@@ -574,11 +603,14 @@ class Session:
             value = spec.clamp(value)
             frame = encode_update(name, value)
         self._values[name] = value
-        # The host sets its own pace: sent at once to every client that keeps up
-        # (superseding any older coalesced echo of this parameter), held for the rest.
+        # The host sets its own pace: sent at once to every client that keeps up,
+        # held for the rest; a phone's echo of this parameter not yet sent is older
+        # than the host's value now, so it is dropped.
+        for room in self._live.values():
+            room.pending.pop(name, None)
         holding = self._holding
         for peer in self._by_node.values():
-            if peer.outbox.host_update(name, frame):
+            if peer.outbox.update(name, frame):
                 holding.add(peer)
         self._notify(ParamEvent(name, value, None, None, None, now_us, True), now_us)
 
@@ -589,10 +621,13 @@ class Session:
                 holding.add(peer)
 
     def _close_room(self, code: str, reason: str) -> None:
-        members = self._room_peers.pop(code, set())
+        room = self._live.pop(code, None)
         self._rooms.close(code)
+        if room is None:
+            return
+        self._echoing.discard(room)
         frame = encode_closed(reason)
-        for peer in members:
+        for peer in room.members:
             self._send(peer, frame)
             self._detach(peer)
             self._close(peer, CLOSE_NORMAL, f"room {reason}")
@@ -616,12 +651,26 @@ class Session:
             return
         if self._by_node.get(seat.node_id) is peer:
             del self._by_node[seat.node_id]
-        members = self._room_peers.get(seat.room_code)
-        if members is not None:
-            members.discard(peer)
-            if not members:
-                del self._room_peers[seat.room_code]
+        room = self._live.get(seat.room_code)
+        if room is not None:
+            room.members.discard(peer)
+            if not room.members:
+                del self._live[seat.room_code]
+                self._echoing.discard(room)
         peer.seat = None
+
+    def _echo(self, room: _Room, now_us: int) -> None:
+        """Writes a room's waiting echoes to every member but each value's sender."""
+        self._echoing.discard(room)
+        room.last_echo_us = now_us
+        pending, room.pending = room.pending, {}
+        holding = self._holding
+        members = room.members
+        for name, (value, sender) in pending.items():
+            frame = encode_update(name, value)
+            for member in members:
+                if member is not sender and member.outbox.update(name, frame):
+                    holding.add(member)
 
     def _state_frame(self) -> bytes:
         states = []
