@@ -320,6 +320,12 @@ async def main() -> None:
         help="an older checkout whose .venv/bin/python has its bbx_net installed: "
         "measured as 'before' in the same run",
     )
+    parser.add_argument(
+        "--only",
+        choices=["clients", "one-room"],
+        help="measure one part: the N-client table, or the one-room-with-echo case",
+    )
+    parser.add_argument("--seconds", type=float, help="length of each load window")
     args = parser.parse_args()
     impls = ["ours", "baseline"]
     if args.before is not None:
@@ -328,7 +334,7 @@ async def main() -> None:
         impls.insert(1, "before")
     os.sched_setaffinity(0, {1})
     sizes = [10, 100] if args.quick else [10, 100, 500]
-    seconds = 2.0 if args.quick else 3.0
+    seconds = args.seconds or (2.0 if args.quick else 3.0)
     results: dict[str, dict[str, float]] = {}
 
     async def record(key: str, job: Any) -> None:
@@ -341,11 +347,11 @@ async def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
 
-    for n in sizes:
+    for n in sizes if args.only != "one-room" else []:
         for impl in impls:
             print(f"measuring {impl} with {n} clients...", file=sys.stderr)
             await record(f"{impl}:N={n:>3}", measure(impl, n, seconds))
-    for impl in impls:
+    for impl in impls if args.only != "clients" else []:
         print(f"measuring {impl}, one room of 100 at 60 Hz...", file=sys.stderr)
         await record(f"{impl}:one room x100", one_room(impl, seconds))
     print(table(results))

@@ -10,7 +10,14 @@ import orjson
 import pytest
 
 import bbx_net
-from bbx_net.websocket import ParamSpec, RoomConfig, ServerCommand, WsServerConfig
+from bbx_net.websocket import (
+    ParamEvent,
+    ParamSpec,
+    RoomConfig,
+    ServerCommand,
+    TriggerEvent,
+    WsServerConfig,
+)
 from bbx_net.websocket.session import Peer, Session
 
 S = 1_000_000  # µs per second
@@ -107,6 +114,145 @@ def test_rules_before_join_and_twice() -> None:
     assert sink.codes() == ["ALREADY_JOINED"]
 
 
+def test_every_error_code_leaves_the_connection_usable() -> None:
+    """Each bad input gets its SPEC §8 code; nothing reaches the ring; the peer carries on."""
+    w = World(room=RoomConfig(max_clients=1))
+    peer, sink = w.connect()
+
+    def code_of(raw: bytes, binary: bool = False) -> str:
+        w.session.receive(peer, raw, w.now, binary=binary)
+        (reply,) = sink.take()
+        assert reply["type"] == "error", reply
+        return str(reply["code"])
+
+    def j(**msg: Any) -> bytes:
+        return orjson.dumps(msg)
+
+    assert code_of(b"{not json") == "INVALID_MESSAGE"
+    assert code_of(b'{"type": "sync"}', binary=True) == "INVALID_MESSAGE"
+    assert code_of(j(type="dance")) == "UNKNOWN_TYPE"
+    assert code_of(j(type="join", room_code="x" + w.code)) == "INVALID_ROOM"
+    w.send(peer, type="join", room_code=w.code)
+    sink.take()
+    assert code_of(j(type="param", param="nope", value=1)) == "UNKNOWN_PARAM"
+    assert code_of(b'{"type":"param","param":"gain","value":NaN}') == "INVALID_MESSAGE"
+    assert code_of(j(type="param", param="gain", value=1e300)) == "INVALID_VALUE"
+    assert code_of(j(type="param", param="gain", value=1, at=w.now + 11 * S)) == "INVALID_TIME"
+    assert code_of(j(type="param", param="gain", value=1, at=-5)) == "INVALID_TIME"
+    other, so = w.connect("10.0.0.2")
+    w.send(other, type="join", room_code=w.code)
+    assert so.codes() == ["ROOM_FULL"]
+    assert len(w.ring()) == 0 and sink.closed is None
+    w.send(peer, type="ping", client_time=3)
+    assert sink.codes() == ["pong"]
+    assert w.session.stats().errors == 10
+
+
+def test_sync_ping_and_triggers() -> None:
+    """sync → state with current values; ping → pong with the time now; triggers reach
+    the ring in both forms and are echoed to nobody."""
+    w = World()
+    (a, sa), (_, sb) = w.joined(), w.joined()
+    w.send(a, type="param", param="gain", value=0.25)
+    sb.take()
+    w.send(a, type="sync")
+    (state,) = sa.take()
+    assert state["type"] == "state" and state["params"][0]["value"] == 0.25
+    for t in (1234567890, 12.5, 0):
+        w.send(a, type="ping", client_time=t)
+        assert sa.take() == [{"type": "pong", "client_time": t, "server_time": w.now}]
+    w.ring()
+    w.send(a, type="trigger", name="note_on")
+    w.send(a, type="trigger", name="pad", x=0.25, y=0.75)
+    w.send(a, type="trigger", name="pad:0.5,0.125")
+    rows = w.ring()
+    assert list(rows["type"]) == [bbx_net.MessageType.TRIGGER] * 3
+    assert list(rows["payload_kind"]) == [0, 2, 2]
+    assert rows[1]["payload"].tolist() == [0.25, 0.75]
+    assert rows[2]["payload"].tolist() == [0.5, 0.125]
+    assert rows[2]["param_hash"] == bbx_net.hash_param_name("pad")
+    assert sb.take() == [] and sa.take() == []
+
+
+def test_leave_closes_1000_and_frees_the_seat() -> None:
+    """leave closes normally; the seat is free at once (not held for resume)."""
+    w = World(room=RoomConfig(max_clients=1))
+    peer, sink = w.joined()
+    w.send(peer, type="leave")
+    assert sink.closed == (1000, "left", False)
+    w.session.closed(peer, w.now)
+    w.joined("10.0.0.2")
+
+
+def test_listeners_observe_accepted_changes() -> None:
+    """The host sees each accepted param and trigger with its sender and timing."""
+    w = World()
+    events: list[Any] = []
+    w.session.add_listener(events.append)
+    peer, _ = w.joined()
+    w.send(peer, type="param", param="gain", value=0.3)
+    w.send(peer, type="trigger", name="hit", x=1, y=2, at=w.now + S)
+    param, trigger = events
+    assert isinstance(param, ParamEvent) and param.value == pytest.approx(0.3)
+    assert param.node_id == peer.node_str and param.queued and param.timestamp_us == w.now
+    assert isinstance(trigger, TriggerEvent) and (trigger.x, trigger.y) == (1, 2)
+    assert trigger.at == w.now + S and trigger.room_code == w.code
+
+
+def test_broadcasts_reach_every_joined_client_in_every_room() -> None:
+    """BroadcastParam and BroadcastVisualization: all joined clients, none in the lobby."""
+    w = World()
+    w.session.command(other := ServerCommand.CreateRoom(), w.now)
+    members = [w.joined(), w.joined()]
+    c, sc = w.connect()
+    w.send(c, type="join", room_code=other.wait(0))
+    sc.take()
+    lobby, sl = w.connect()
+    w.session.command(ServerCommand.BroadcastParam("freq", 1000.0), w.now)
+    w.session.command(ServerCommand.BroadcastVisualization([0.5, 0.25, 1.0]), w.now)
+    for sink in [s for _, s in members] + [sc]:
+        assert sink.take() == [
+            {"type": "update", "param": "freq", "value": 1000.0},
+            {"type": "visualization", "data": [0.5, 0.25, 1.0]},
+        ]
+    assert sl.take() == []
+    assert w.session.param_values()["freq"] == 1000.0
+
+
+def test_close_room_closes_that_room_only() -> None:
+    """CloseRoom: closed + 1000 to its members; other rooms carry on; its code is gone."""
+    w = World()
+    w.session.command(other := ServerCommand.CreateRoom(), w.now)
+    a, sa = w.joined()
+    b, sb = w.connect()
+    w.send(b, type="join", room_code=other.wait(0))
+    sb.take()
+    w.session.command(ServerCommand.CloseRoom(w.code), w.now)
+    assert sa.take() == [{"type": "closed", "reason": "closed"}]
+    assert sa.closed is not None and sa.closed[0] == 1000
+    assert sb.take() == [] and sb.closed is None
+    assert w.session.rooms() == [other.wait(0)]
+    late, sl = w.connect()
+    w.send(late, type="join", room_code=w.code)
+    assert sl.codes() == ["INVALID_ROOM"]
+
+
+def test_resume_while_the_old_connection_lingers_replaces_it() -> None:
+    """A phone back before its old socket died takes its seat over; the old one closes."""
+    w = World()
+    old, so = w.connect()
+    w.send(old, type="join", room_code=w.code)
+    token = so.take()[0]["session"]
+    new, sn = w.connect()
+    w.send(new, type="join", room_code=w.code, session=token)
+    assert sn.take()[0]["node_id"] == old.node_str
+    assert so.closed is not None and so.closed[0] == 1000
+    w.session.closed(old, w.now)  # the old socket's end does not free the new seat
+    assert w.session.stats().clients == 1
+    w.send(new, type="ping", client_time=1)
+    assert sn.codes() == ["pong"]
+
+
 def test_param_is_clamped_into_the_ring_and_echoed_to_the_room_only() -> None:
     """A change reaches the ring with node id and time; others in the room get update."""
     w = World()
@@ -145,7 +291,7 @@ def test_echoes_coalesce_to_the_update_rate_and_flush_later() -> None:
 def test_no_member_gets_back_a_value_older_than_its_own_change() -> None:
     """Echoes wait per room with their sender: the newest value skips only its sender."""
     w = World(update_rate=10.0)
-    (a, sa), (b, sb), (c, sc) = w.joined(), w.joined(), w.joined()
+    (a, sa), (b, sb), (_, sc) = w.joined(), w.joined(), w.joined()
     w.send(a, type="param", param="gain", value=0.1)  # due: out at once
     assert [m["value"] for m in sb.take() + sc.take()] == [0.1, 0.1]
     w.send(b, type="param", param="gain", value=0.2)  # within the interval: waits
@@ -161,7 +307,7 @@ def test_no_member_gets_back_a_value_older_than_its_own_change() -> None:
 def test_a_host_broadcast_supersedes_a_waiting_echo() -> None:
     """BroadcastParam goes out at once to all, and drops the older echo still waiting."""
     w = World(update_rate=10.0)
-    (a, sa), (b, sb) = w.joined(), w.joined()
+    (a, sa), (_, sb) = w.joined(), w.joined()
     w.send(a, type="param", param="gain", value=0.1)
     w.send(a, type="param", param="gain", value=0.2)  # waits for the interval
     w.session.command(ServerCommand.BroadcastParam("gain", 0.9), w.now)
