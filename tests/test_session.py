@@ -520,3 +520,77 @@ def test_a_failing_listener_is_counted_and_logged_once_a_minute(
     assert w.session.stats().internal_errors == 101
     logged = [r for r in caplog.records if "internal error" in r.getMessage()]
     assert len(logged) == 2 and "99 more" in logged[1].getMessage()
+
+
+# ---- bounds (abuse resistance) ------------------------------------------------------
+
+
+def test_a_connection_that_does_not_join_in_time_is_closed_1008() -> None:
+    """join_timeout after the handshake, an unjoined connection closes; joined ones stay."""
+    w = World(join_timeout=15.0)
+    idle, si = w.connect()
+    _, sj = w.joined()
+    w.now += 15 * S - 1
+    w.session.housekeeping(w.now)
+    assert si.closed is None
+    w.now += 2
+    w.session.housekeeping(w.now)
+    assert si.closed == (1008, "no join in time", False)
+    assert sj.closed is None
+    w.session.closed(idle, w.now)
+    assert w.session.stats().connections == 1
+
+
+def test_unjoined_connections_per_address_are_bounded() -> None:
+    """max_unjoined_per_address at once; joining or leaving frees a place; others unaffected."""
+    w = World(max_unjoined_per_address=3)
+    waiting = [w.connect("10.0.0.5") for _ in range(3)]
+    _, se = w.connect("10.0.0.5")
+    assert se.codes() == ["SERVER_FULL"] and se.closed is not None and se.closed[0] == 1008
+    assert w.session.stats().connections == 3
+    assert w.connect("10.0.0.6")[1].closed is None  # another address: its own count
+    w.send(waiting[0][0], type="join", room_code=w.code)  # joined: no longer waiting
+    _, so = w.connect("10.0.0.5")
+    assert so.take() == [] and so.closed is None
+    w.session.closed(waiting[1][0], w.now)
+    _, sa = w.connect("10.0.0.5")
+    assert sa.closed is None
+    _, sr = w.connect("10.0.0.5")
+    assert sr.codes() == ["SERVER_FULL"]
+
+
+def test_seats_per_address_are_bounded_when_set() -> None:
+    """max_seats_per_address live seats per room per address; ROOM_FULL past it."""
+    w = World(max_seats_per_address=2)
+    a, _ = w.joined("10.0.0.7")
+    w.joined("10.0.0.7")
+    third, st = w.connect("10.0.0.7")
+    w.send(third, type="join", room_code=w.code)
+    assert st.codes() == ["ROOM_FULL"] and st.closed is None
+    w.joined("10.0.0.8")  # another address is unaffected
+    w.session.command(other := ServerCommand.CreateRoom(), w.now)
+    w.send(third, type="join", room_code=other.wait(0))  # per room: another room is fine
+    assert [m["type"] for m in st.take()] == ["welcome", "state"]
+    # The same phone reconnecting (its token, old socket still open) takes its seat over.
+    w2 = World(max_seats_per_address=1)
+    p, sp = w2.connect("10.0.0.9")
+    w2.send(p, type="join", room_code=w2.code)
+    token = sp.take()[0]["session"]
+    q, sq = w2.connect("10.0.0.9")
+    w2.send(q, type="join", room_code=w2.code, session=token)
+    assert sq.take()[0]["type"] == "welcome" and sp.closed is not None
+    # A seat freed by a dropped connection counts no more.
+    w.session.closed(a, w.now)
+    w.joined("10.0.0.7")
+
+
+def test_undeclared_parameter_names_are_bounded() -> None:
+    """With no declared params, max_undeclared_params names; a new one after that is
+    UNKNOWN_PARAM; known names keep working."""
+    w = World(params=[], max_undeclared_params=3)
+    peer, sink = w.joined()
+    for name in ("a", "b", "c", "d", "a"):
+        w.send(peer, type="param", param=name, value=0.5)
+    assert sink.codes() == ["UNKNOWN_PARAM"]
+    assert sorted(w.session.param_values()) == ["a", "b", "c"]
+    assert len(w.ring()) == 4

@@ -103,6 +103,17 @@ class WsServerConfig:
         join_per_hour: failed joins one address regains per hour.
         backlog: listen backlog (a join storm of hundreds of phones).
         serve_static: serve the phone page and the JS client over HTTP on the same port.
+        join_timeout: seconds a connection may stay open without joining a room; then
+            it is closed with 1008 (phones join within a second of connecting).
+        max_unjoined_per_address: connections from one remote address that may be
+            open without having joined, at once; more are refused (SERVER_FULL, 1008).
+            A venue NAT of hundreds of phones stays far below it: they join at once.
+        max_seats_per_address: seats one remote address may hold in one room (live or
+            held for resume); None (the default) for no limit, since a whole venue
+            often shares one address. A join beyond it gets ROOM_FULL.
+        max_undeclared_params: distinct parameter names the server remembers when
+            the host declared none (`params` empty); changes to further new names get
+            UNKNOWN_PARAM. Names the host broadcasts count too.
     """
 
     bind_addr: str | tuple[str, int] = ("0.0.0.0", 8080)
@@ -126,10 +137,20 @@ class WsServerConfig:
     join_per_hour: float = 60.0
     backlog: int = 2048
     serve_static: bool = True
+    join_timeout: float = 15.0
+    max_unjoined_per_address: int = 64
+    max_seats_per_address: int | None = None
+    max_undeclared_params: int = 256
 
     def __post_init__(self) -> None:
         parse_bind_addr(self.bind_addr)
-        for name in ("ping_interval", "connection_timeout", "handshake_timeout", "update_rate"):
+        for name in (
+            "ping_interval",
+            "connection_timeout",
+            "handshake_timeout",
+            "update_rate",
+            "join_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("resume_grace", "schedule_horizon"):
@@ -143,9 +164,16 @@ class WsServerConfig:
             "error_budget",
             "join_burst",
             "backlog",
+            "max_unjoined_per_address",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_undeclared_params < 0:
+            n = self.max_undeclared_params
+            raise ValueError(f"max_undeclared_params must be >= 0, got {n}")
+        seats = self.max_seats_per_address
+        if seats is not None and seats < 1:
+            raise ValueError(f"max_seats_per_address must be at least 1 or None, got {seats}")
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"parameter names must be unique: {names}")

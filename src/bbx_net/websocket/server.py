@@ -58,6 +58,9 @@ _EVENTS_PER_TURN = 512
 _MAX_FRAGMENTS = 4096
 #: Bytes of an opening handshake request before websockets alone handles it.
 _MAX_REQUEST = 16 * 1024
+#: Pings a client may send while its outgoing buffer is above the high-water mark
+#: (their pongs pile up unread); one more fails the connection with 1008.
+_MAX_PENDING_PONGS = 16
 #: Seconds a closing client has to finish the close handshake before it is cut.
 _CLOSE_GRACE = 2.0
 
@@ -91,6 +94,8 @@ class _Connection(asyncio.Protocol):
         "_fast",
         "_max_size",
         "_out",
+        "_write_paused",
+        "_pending_pongs",
     )
 
     def __init__(self, server: WsServer) -> None:
@@ -116,6 +121,8 @@ class _Connection(asyncio.Protocol):
         self._fast = True  # False: every byte goes to websockets (see data_received)
         self._max_size = server.config.max_message_size
         self._out: list[bytes] = []  # replies to this read, written when it is done
+        self._write_paused = False  # the transport's buffer is above _WRITE_HIGH
+        self._pending_pongs = 0  # pings answered while _write_paused
 
     # ---- asyncio callbacks ------------------------------------------------------------
 
@@ -292,10 +299,20 @@ class _Connection(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
+        # A client that does not read is not read either: whatever it sends (pings
+        # above all, whose pongs would pile up here) waits in its own socket buffers.
+        self._write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
         if self.peer is not None:
             self.server._session.paused(self.peer)
 
     def resume_writing(self) -> None:
+        self._write_paused = False
+        self._pending_pongs = 0
+        if self.transport is not None and self._events is None:
+            with contextlib.suppress(Exception):
+                self.transport.resume_reading()
         if self.peer is not None:
             self.server._session.resumed(self.peer, self.server.clock.now_us())
             self._send_data()
@@ -372,7 +389,7 @@ class _Connection(asyncio.Protocol):
         else:
             events.extend(self.ws.events_received())  # what arrived meanwhile, in order
             self._handle(events)
-        if self._events is None and self.transport is not None:
+        if self._events is None and self.transport is not None and not self._write_paused:
             with contextlib.suppress(Exception):
                 self.transport.resume_reading()
 
@@ -423,6 +440,10 @@ class _Connection(asyncio.Protocol):
             # PING is answered and CLOSE echoed by websockets itself.
             if opcode is Opcode.CLOSE:
                 self._close_timer()
+            elif opcode is Opcode.PING and self._write_paused:
+                self._pending_pongs += 1
+                if self._pending_pongs > _MAX_PENDING_PONGS:
+                    self.close(1008, "too many pings unread", fail=True)
             return
         if peer is None:
             return
@@ -568,7 +589,8 @@ class WsServer:
         self._stop = asyncio.Event()
         self._run_commands()  # anything sent before start
         self._every(self.config.ping_interval, self._keepalive)
-        self._every(min(1.0, self.config.room.expiration / 4), self._housekeeping)
+        every = min(1.0, self.config.room.expiration / 4, self.config.join_timeout / 4)
+        self._every(every, self._housekeeping)
         logger.info("listening on %s:%d", host, self._port)
 
     async def stop(self) -> None:

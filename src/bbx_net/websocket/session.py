@@ -28,6 +28,7 @@ from ..protocol import (
     INVALID_ROOM,
     NOT_JOINED,
     RATE_LIMITED,
+    ROOM_FULL,
     SERVER_FULL,
     UNKNOWN_PARAM,
     InvalidText,
@@ -166,6 +167,7 @@ class Peer:
         "closing",
         "replaced",
         "registered",
+        "opened_us",
     )
 
     def __init__(self, address: str, outbox: Outbox, budget: int, now_us: int) -> None:
@@ -185,6 +187,7 @@ class Peer:
         self.closing = False
         self.replaced = False  # its seat went to a newer connection of the same phone
         self.registered = False  # counted in the session (False: refused SERVER_FULL)
+        self.opened_us = now_us
 
 
 class _Room:
@@ -196,13 +199,27 @@ class _Room:
     room, and a member never gets back a value older than its own last change.
     """
 
-    __slots__ = ("code", "members", "pending", "last_echo_us")
+    __slots__ = ("code", "members", "by_address", "pending", "last_echo_us")
 
     def __init__(self, code: str) -> None:
         self.code = code
         self.members: set[Peer] = set()
+        self.by_address: dict[str, int] = {}  # remote address -> live members from it
         self.pending: dict[str, tuple[float, Peer]] = {}  # parameter -> (value, sender)
         self.last_echo_us: int | None = None
+
+    def add(self, peer: Peer) -> None:
+        self.members.add(peer)
+        self.by_address[peer.address] = self.by_address.get(peer.address, 0) + 1
+
+    def discard(self, peer: Peer) -> None:
+        if peer in self.members:
+            self.members.remove(peer)
+            left = self.by_address[peer.address] - 1
+            if left:
+                self.by_address[peer.address] = left
+            else:
+                del self.by_address[peer.address]
 
 
 class _ErrorLog:
@@ -246,6 +263,10 @@ class Session:
         self._live: dict[str, _Room] = {}  # rooms with a connected member
         self._holding: set[Peer] = set()  # outboxes with something waiting
         self._echoing: set[_Room] = set()  # rooms with echoes not yet due
+        # Connections not yet joined, oldest first (the join deadline), and per address.
+        self._lobby: dict[Peer, None] = {}
+        self._lobby_by_address: dict[str, int] = {}
+        self._join_timeout_us = int(config.join_timeout * 1e6)
         self._listeners: list[Listener] = []
         self._horizon_us = int(config.schedule_horizon * 1e6)
         self._update_interval_us = int(1e6 / config.update_rate)
@@ -267,8 +288,17 @@ class Session:
             outbox.send(encode_error(SERVER_FULL, "Server is full, try again later"))
             outbox.close(CLOSE_TRY_LATER, "server full")
             return peer
+        waiting = self._lobby_by_address.get(address, 0)
+        if waiting >= self.config.max_unjoined_per_address:
+            peer.closing = True
+            message = "Too many connections from your address that have not joined"
+            outbox.send(encode_error(SERVER_FULL, message))
+            outbox.close(CLOSE_POLICY, "too many unjoined connections")
+            return peer
         peer.registered = True
         self._peers.add(peer)
+        self._lobby[peer] = None
+        self._lobby_by_address[address] = waiting + 1
         return peer
 
     def receive(
@@ -322,6 +352,7 @@ class Session:
         peer.registered = False
         self._peers.discard(peer)
         self._holding.discard(peer)
+        self._leave_lobby(peer)
         if peer.seat is not None and not peer.replaced:
             self._rooms.drop(peer.seat.node_id, now_us * 1e-6)
         self._detach(peer)
@@ -381,7 +412,15 @@ class Session:
             peer.outbox.sink.ping(payload)
 
     def housekeeping(self, now_us: int) -> None:
-        """Closes expired rooms and frees seats whose resume grace ran out."""
+        """Closes expired rooms, frees seats whose resume grace ran out, and closes
+        connections that did not join within join_timeout (1008)."""
+        deadline = now_us - self._join_timeout_us
+        for peer in list(self._lobby):
+            if peer.opened_us > deadline:
+                break  # oldest first: the rest are younger
+            self._leave_lobby(peer)
+            if not peer.closing:
+                self._close(peer, CLOSE_POLICY, "no join in time")
         now = now_us * 1e-6
         for code in self._rooms.expired(now):
             logger.info("room %s expired", code)
@@ -498,6 +537,12 @@ class Session:
                 self._throttle.failed(peer.address, now)
             raise
         seat = result.seat
+        limit = self.config.max_seats_per_address
+        if limit is not None and not result.replaced:
+            live = self._live.get(seat.room_code)
+            if live is not None and live.by_address.get(peer.address, 0) >= limit:
+                self._rooms.leave(seat.node_id)
+                raise ProtocolError(ROOM_FULL, "Room is full for your address")
         if result.replaced:
             old = self._by_node.get(seat.node_id)
             if old is not None:
@@ -511,7 +556,8 @@ class Session:
         room = self._live.get(seat.room_code)
         if room is None:
             room = self._live[seat.room_code] = _Room(seat.room_code)
-        room.members.add(peer)
+        room.add(peer)
+        self._leave_lobby(peer)
         self._send(peer, encode_welcome(peer.node_str, now_us, seat.token))
         self._send(peer, self._state_frame())
 
@@ -529,6 +575,10 @@ class Session:
             value = spec.clamp(value)
         elif self._specs:
             raise ProtocolError(UNKNOWN_PARAM, f"Unknown parameter {msg.param[:64]!r}")
+        elif (
+            msg.param not in self._values and len(self._values) >= self.config.max_undeclared_params
+        ):
+            raise ProtocolError(UNKNOWN_PARAM, "Too many distinct parameter names")
         check_at(msg.at, now_us, self._horizon_us)
         h = self._hashes.get(msg.param)
         if h is None:
@@ -653,11 +703,20 @@ class Session:
             del self._by_node[seat.node_id]
         room = self._live.get(seat.room_code)
         if room is not None:
-            room.members.discard(peer)
+            room.discard(peer)
             if not room.members:
                 del self._live[seat.room_code]
                 self._echoing.discard(room)
         peer.seat = None
+
+    def _leave_lobby(self, peer: Peer) -> None:
+        if peer in self._lobby:
+            del self._lobby[peer]
+            left = self._lobby_by_address[peer.address] - 1
+            if left:
+                self._lobby_by_address[peer.address] = left
+            else:
+                del self._lobby_by_address[peer.address]
 
     def _echo(self, room: _Room, now_us: int) -> None:
         """Writes a room's waiting echoes to every member but each value's sender."""
