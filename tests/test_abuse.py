@@ -1,0 +1,162 @@
+"""Abuse over real sockets on loopback: one client or address must not take the server
+down or keep other phones out. Limits and timeouts are shrunk to keep each test short."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+import time
+
+from wsutil import STEP, eventually, live_server, run
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + body
+
+
+def _flood_pings(port: int, seconds: float, pings: int) -> tuple[int, bool]:
+    """Opens a raw WebSocket that sends pings and never reads.
+
+    Returns (pings sent, whether sending blocked before all were sent).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(4096)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    ping = _masked(0x9, b"p" * 125)  # the largest control payload: the largest pongs
+    batch = ping * 64
+    sock.settimeout(0.5)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while sent < pings and time.monotonic() < deadline:
+            sock.sendall(batch)
+            sent += 64
+    except (TimeoutError, OSError):
+        return sent, True  # the server stopped reading us (or dropped us)
+    finally:
+        sock.close()
+    return sent, False
+
+
+def test_a_ping_flood_that_never_reads_is_cut_off_and_delays_nobody() -> None:
+    """Reading pauses while the flooder's pongs are unread, so it cannot grow server
+    memory; past 16 unread pings it is closed (1008); a healthy phone keeps its pongs."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            healthy = await s.joined()
+            loop = asyncio.get_running_loop()
+            flood = loop.run_in_executor(None, _flood_pings, s.server.port, STEP, 1_000_000)
+            while not flood.done():
+                pong = await healthy.request(type="ping", client_time=1)
+                assert pong["type"] == "pong"
+                await asyncio.sleep(0.05)
+            sent, blocked = await flood
+            assert blocked, f"the server read all {sent} pings of a client that never reads"
+            assert sent < 200_000  # a few MB of socket buffers, not the whole flood
+            await eventually(lambda: s.server.stats().connections == 1, timeout=STEP)
+            assert (await healthy.request(type="ping", client_time=2))["type"] == "pong"
+            assert s.server.stats().internal_errors == 0
+
+    run(main())
+
+
+def test_a_connection_that_never_joins_is_closed_1008() -> None:
+    """join_timeout after the handshake: 1008; a phone that joined stays."""
+
+    async def main() -> None:
+        async with live_server(join_timeout=0.3) as s:
+            lurker = await s.connect()
+            phone = await s.joined()
+            assert await lurker.closed_code() == 1008
+            assert (await phone.request(type="ping", client_time=1))["type"] == "pong"
+
+    run(main())
+
+
+def test_unjoined_sockets_per_address_are_bounded() -> None:
+    """Past max_unjoined_per_address from one address: SERVER_FULL and 1008; another
+    address, and a socket that joins, are unaffected."""
+
+    async def main() -> None:
+        async with live_server(max_unjoined_per_address=3) as s:
+            lurkers = [await s.connect() for _ in range(3)]
+            extra = await s.connect()
+            assert (await extra.recv())["code"] == "SERVER_FULL"
+            assert await extra.closed_code() == 1008
+            other = await s.connect(local_addr=("127.0.0.2", 0))
+            assert (await other.join(s.code))["type"] == "welcome"
+            assert (await lurkers[0].join(s.code))["type"] == "welcome"
+            await lurkers[0].recv()  # state
+            again = await s.connect()  # one place freed by that join
+            assert (await again.join(s.code))["type"] == "welcome"
+
+    run(main())
+
+
+def test_one_address_cannot_squat_a_room_when_limited() -> None:
+    """max_seats_per_address: one address's third join gets ROOM_FULL, another's works."""
+
+    async def main() -> None:
+        async with live_server(max_seats_per_address=2) as s:
+            await s.joined()
+            await s.joined()
+            third = await s.connect()
+            assert (await third.join(s.code))["code"] == "ROOM_FULL"
+            await s.joined(local_addr=("127.0.0.2", 0))
+
+    run(main())
+
+
+def test_held_seats_yield_to_live_phones() -> None:
+    """A full room whose seats are only held (dropped phones) still admits a new phone."""
+
+    async def main() -> None:
+        from bbx_net.websocket import RoomConfig
+
+        async with live_server(room=RoomConfig(max_clients=2)) as s:
+            for _ in range(2):
+                dropped = await s.joined()
+                assert dropped.ws.transport is not None
+                dropped.ws.transport.abort()
+            await eventually(lambda: s.server.stats().clients == 0)
+            await s.joined()
+            await s.joined()
+            late = await s.connect()
+            assert (await late.join(s.code))["code"] == "ROOM_FULL"  # two live: full
+
+    run(main())
+
+
+def test_undeclared_parameter_names_are_bounded() -> None:
+    """With no declared params, new names past max_undeclared_params are UNKNOWN_PARAM."""
+
+    async def main() -> None:
+        async with live_server(params=[], max_undeclared_params=50) as s:
+            c = await s.joined()
+            for i in range(60):
+                await c.send(type="param", param=f"p{i}", value=0.5)
+            codes = [(await c.recv())["code"] for _ in range(10)]
+            assert codes == ["UNKNOWN_PARAM"] * 10
+            assert len(s.server.param_values()) == 50
+            await c.send(type="param", param="p0", value=0.25)  # a known name still works
+            assert await c.nothing()
+
+    run(main())
