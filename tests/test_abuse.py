@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import socket
 import struct
 import time
+
+import pytest
+import websockets
 
 from wsutil import STEP, eventually, live_server, run
 
@@ -158,5 +162,77 @@ def test_undeclared_parameter_names_are_bounded() -> None:
             assert len(s.server.param_values()) == 50
             await c.send(type="param", param="p0", value=0.25)  # a known name still works
             assert await c.nothing()
+
+    run(main())
+
+
+# ---- HTTP on the page port ----------------------------------------------------------
+
+
+async def _http(port: int, *writes: bytes) -> bytes:
+    """Sends `writes` (each its own TCP write) and reads until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for data in writes:
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        return await asyncio.wait_for(reader.read(1 << 20), STEP)
+    finally:
+        writer.close()
+
+
+def _split(response: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return lines[0], headers, body
+
+
+def test_http_methods_head_pipelining_and_garbage(caplog: pytest.LogCaptureFixture) -> None:
+    """Other methods: 405 with Allow. HEAD: GET's headers, no body. Pipelined requests:
+    the first is answered, then the connection closes. Garbage: closed. No errors logged."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            port = s.server.port
+            for method in (b"POST", b"PUT", b"DELETE", b"OPTIONS"):
+                req = method + b" / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                status, headers, _ = _split(await _http(port, req))
+                assert status == "HTTP/1.1 405 Method Not Allowed"
+                assert headers["Allow"] == "GET, HEAD"
+            get = _split(await _http(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+            head = _split(await _http(port, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"))
+            assert head[0] == get[0] == "HTTP/1.1 200 OK"
+            assert head[1]["Content-Length"] == get[1]["Content-Length"] == str(len(get[2]))
+            assert head[2] == b"" and len(get[2]) > 100
+            two = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /bbx-client.js HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert (await _http(port, two)).count(b"HTTP/1.1 ") == 1
+            later = (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"POST / HTTP/1.1\r\n\r\n")
+            assert (await _http(port, *later)).count(b"HTTP/1.1 ") == 1
+            for garbage in (b"garbage\r\n\r\n", b"\x00\xff" * 100 + b"\r\n\r\n", b"GET\r\n\r\n"):
+                await _http(port, garbage)  # closed, with or without a 400
+            ws = await s.joined()  # the WebSocket path is untouched
+            assert (await ws.request(type="ping", client_time=1))["type"] == "pong"
+            assert s.server.stats().internal_errors == 0
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_origin_null_and_no_origin_are_distinct() -> None:
+    """allowed_origins: "null" admits the literal `Origin: null`, "" admits no Origin."""
+
+    async def main() -> None:
+        async with live_server(allowed_origins=("null",)) as s:
+            await s.connect(origin="null")
+            with pytest.raises(websockets.InvalidStatus) as info:
+                await s.connect()
+            assert info.value.response.status_code == 403
+        async with live_server(allowed_origins=("",)) as s:
+            await s.connect()
+            with pytest.raises(websockets.InvalidStatus):
+                await s.connect(origin="null")
 
     run(main())

@@ -90,7 +90,9 @@ class WsServerConfig:
         max_message_size: largest frame accepted, in bytes (larger closes with 1009).
         max_connections: open WebSocket connections allowed (more get SERVER_FULL).
         max_rooms: rooms that may exist at once.
-        allowed_origins: accepted Origin headers; None accepts any (and none).
+        allowed_origins: accepted Origin headers; None accepts any (and none). In the
+            list, "" admits requests without an Origin header (scripts, native apps)
+            and "null" the literal `Origin: null` (sandboxed frames, file:// pages).
         ssl_context: serve wss:// and https:// with this context; None for plain.
         handshake_timeout: seconds a client has to finish the opening handshake.
         resume_grace: seconds a dropped client's seat is kept for its session token.

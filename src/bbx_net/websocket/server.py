@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -74,6 +76,19 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
+def _method_not_allowed() -> Response:
+    body = b"405 Method Not Allowed: GET or HEAD only\n"
+    headers = Headers(
+        [
+            ("Allow", "GET, HEAD"),
+            ("Content-Type", "text/plain"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(405, "Method Not Allowed", headers, body)
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection: a websockets ServerProtocol plus the session's Sink."""
 
@@ -96,6 +111,8 @@ class _Connection(asyncio.Protocol):
         "_out",
         "_write_paused",
         "_pending_pongs",
+        "_head",
+        "_answered",
     )
 
     def __init__(self, server: WsServer) -> None:
@@ -123,6 +140,8 @@ class _Connection(asyncio.Protocol):
         self._out: list[bytes] = []  # replies to this read, written when it is done
         self._write_paused = False  # the transport's buffer is above _WRITE_HIGH
         self._pending_pongs = 0  # pings answered while _write_paused
+        self._head = False  # the request is a HEAD: answered without a body
+        self._answered = False  # the (first) HTTP request has its response
 
     # ---- asyncio callbacks ------------------------------------------------------------
 
@@ -162,6 +181,8 @@ class _Connection(asyncio.Protocol):
 
     def _handshake(self, data: bytes) -> None:
         """Feeds websockets the request once it is whole (bytes after it: see below)."""
+        if self._answered:
+            return  # more HTTP after the response that closes the connection: unread
         end = data.find(b"\r\n\r\n")
         if end < 0:
             if len(data) > _MAX_REQUEST:
@@ -171,7 +192,23 @@ class _Connection(asyncio.Protocol):
             else:
                 self._buffer = data
             return
+        # websockets parses GET requests only: HEAD is parsed as the GET it mirrors
+        # (and answered without a body), other methods get 405 here.
+        method = data[: data.find(b" ", 0, 16)]
+        if method == b"HEAD":
+            self._head = True
+            data, end = b"GET" + data[4:], end - 1
+        elif method != b"GET" and method.isalpha():
+            self._answered = True
+            self.ws.send_response(_method_not_allowed())
+            self._fast = False
+            self._send_data()
+            return
         if end + 4 < len(data):
+            if b"websocket" not in data[:end].lower():
+                # Plain HTTP with more bytes behind it (pipelined requests): the first
+                # is answered and the connection closes; the rest is not read.
+                data = data[: end + 4]
             # Frames in the same write as the handshake: websockets parses them with
             # the request (and, as its own server does, drops a pong it would owe
             # before the handshake is answered). Rare (phones wait for the 101), so
@@ -396,11 +433,19 @@ class _Connection(asyncio.Protocol):
     def _on_request(self, request: Request, session: Session, now_us: int) -> None:
         server = self.server
         ws = self.ws
+        if self._answered:
+            return  # a pipelined request after the first: that one's answer closes
+        self._answered = True
         if server._static is not None:
             response = server._static.respond(request)
             if response is not None:
+                if self._head:
+                    response = dataclasses.replace(response, body=b"")
                 ws.send_response(response)
                 return
+        if self._head:  # HEAD cannot open a WebSocket
+            ws.send_response(_method_not_allowed())
+            return
         response = ws.accept(request)
         ws.send_response(response)
         if ws.state is not State.OPEN:
@@ -515,7 +560,9 @@ class WsServer:
         self._session = Session(config, producer, self.clock.now_us())
         self._origins: Any = None
         if config.allowed_origins is not None:
-            self._origins = [None if o in ("", "null") else o for o in config.allowed_origins]
+            # "" stands for a request without an Origin header; "null" is the literal
+            # `Origin: null` that sandboxed frames and file:// pages send.
+            self._origins = [None if o == "" else o for o in config.allowed_origins]
         self._static = StaticFiles() if config.serve_static else None
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()  # guards _loop against the command wake-up
