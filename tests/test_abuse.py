@@ -236,3 +236,59 @@ def test_origin_null_and_no_origin_are_distinct() -> None:
                 await s.connect(origin="null")
 
     run(main())
+
+
+# ---- guessing -----------------------------------------------------------------------
+
+
+def test_a_thousand_addresses_guessing_get_no_more_than_the_server_budget() -> None:
+    """1,000 source addresses (127.x.y.z), three wrong codes each, default settings: only
+    the server-wide burst and its refill are answered INVALID_ROOM, the rest are
+    RATE_LIMITED; meanwhile a phone with the link key joins at once."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            counts: dict[str, int] = {}
+            wrong = f"{(int(s.code) + 1) % 10000:04d}"
+            for i in range(1000):
+                address = f"127.{1 + i // 250}.{i % 250}.{1 + i % 7}"
+                c = await s.connect(local_addr=(address, 0))
+                for _ in range(3):
+                    code = (await c.join(wrong))["code"]
+                    counts[code] = counts.get(code, 0) + 1
+                await c.discard()
+                s.clients.remove(c)
+            minutes = (loop.time() - start) / 60
+            assert counts.get("INVALID_ROOM", 0) <= 60 + 3.1 * minutes + 1
+            assert counts["RATE_LIMITED"] >= 3000 - 60 - 3.1 * minutes - 1
+            typed = await s.connect(local_addr=("127.9.9.9", 0))
+            assert (await typed.join(s.code))["code"] == "RATE_LIMITED"
+            linked = await s.connect(local_addr=("127.9.9.9", 0))
+            key = s.server.room_key(s.code)
+            assert (await linked.join(s.code, key=key))["type"] == "welcome"
+
+    run(main(), timeout=120)
+
+
+def test_phones_with_the_key_or_a_token_join_beside_a_throttled_attacker() -> None:
+    """Same address as an attacker who spent its failed joins: the link and a resume work."""
+
+    async def main() -> None:
+        async with live_server() as s:
+            phone = await s.joined()
+            token = phone.welcome["session"]
+            assert phone.ws.transport is not None
+            phone.ws.transport.abort()
+            attacker = await s.connect()
+            codes = [(await attacker.join("nope"))["code"] for _ in range(11)]
+            assert codes[-1] == "RATE_LIMITED"
+            back = await s.connect()
+            welcome = await back.join(s.code, session=token)
+            assert welcome["node_id"] == phone.welcome["node_id"]
+            linked = await s.connect()
+            welcome = await linked.join(s.code, key=s.server.room_key(s.code))
+            assert welcome["type"] == "welcome"
+
+    run(main())

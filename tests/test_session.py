@@ -594,3 +594,68 @@ def test_undeclared_parameter_names_are_bounded() -> None:
     assert sink.codes() == ["UNKNOWN_PARAM"]
     assert sorted(w.session.param_values()) == ["a", "b", "c"]
     assert len(w.ring()) == 4
+
+
+def test_the_link_key_and_a_valid_token_are_never_throttled() -> None:
+    """An address out of failed joins still joins with the room's key or resumes with
+    its token; a typed code from it (even the right one) waits."""
+    w = World()
+    key = w.session.room_key(w.code)
+    assert key is not None and len(key) == 22
+    phone, sp = w.connect("10.1.0.1")
+    w.send(phone, type="join", room_code=w.code)
+    token = sp.take()[0]["session"]
+    w.session.closed(phone, w.now)  # its socket drops; the seat is held
+    attacker, sa = w.connect("10.1.0.1")
+    for _ in range(12):
+        w.send(attacker, type="join", room_code="nope")
+    assert sa.codes()[-1] == "RATE_LIMITED"
+    w.send(attacker, type="join", room_code=w.code)
+    assert sa.codes() == ["RATE_LIMITED"]
+    linked, sl = w.connect("10.1.0.1")
+    w.send(linked, type="join", room_code=w.code, key=key)
+    assert [m["type"] for m in sl.take()] == ["welcome", "state"]
+    back, sb = w.connect("10.1.0.1")
+    w.send(back, type="join", room_code=w.code, session=token)
+    assert sb.take()[0]["node_id"] == phone.node_str
+    wrong, sw = w.connect("10.1.0.1")
+    w.send(wrong, type="join", room_code=w.code, key="x" * 22)  # a wrong key: typed
+    assert sw.codes() == ["RATE_LIMITED"]
+
+
+def test_distributed_guessing_stays_below_half_the_code_space_in_a_room_lifetime() -> None:
+    """Attackers on ever new addresses, guessing as fast as the server lets them for a
+    whole room lifetime (24 h), get fewer than 5,000 of the 10,000 codes tried."""
+    w = World()
+    key = w.session.room_key(w.code)
+    tried = 0
+    address = 0
+    end = w.now + 24 * 3600 * S
+    while w.now < end:
+        for _ in range(10):  # ten fresh addresses a second: never per-address limited
+            address += 1
+            peer, sink = w.connect(f"10.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}")
+            w.send(peer, type="join", room_code="nope")
+            (code,) = sink.codes()
+            w.session.closed(peer, w.now)
+            if code == "RATE_LIMITED":
+                break
+            tried += 1
+        w.now += 10 * S
+    assert 4_000 < tried < 5_000  # the budget is used, and bounded
+    # Meanwhile the right code typed by a phone may be refused, the link never is.
+    peer, sink = w.connect("10.200.0.1")
+    w.send(peer, type="join", room_code=w.code, key=key)
+    assert [m["type"] for m in sink.take()] == ["welcome", "state"]
+
+
+def test_fifty_typos_in_the_first_minute_lock_nobody_out() -> None:
+    """A venue where 50 phones mistype once each: every one then joins by typing."""
+    w = World()
+    phones = [w.connect(f"10.9.0.{i}") for i in range(50)]
+    for peer, _ in phones:
+        w.send(peer, type="join", room_code="nope")
+        w.now += S
+    for peer, sink in phones:
+        w.send(peer, type="join", room_code=w.code)
+        assert sink.codes() == ["INVALID_ROOM", "welcome", "state"]

@@ -116,11 +116,15 @@ class InvalidText(ProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """`{"type": "join", "room_code", "client_name"?, "session"?}`."""
+    """`{"type": "join", "room_code", "client_name"?, "session"?, "key"?}`.
+
+    `key` is the room's long random key from its link or QR code (`&key=`).
+    """
 
     room_code: str
     client_name: str | None = None
     session: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +298,10 @@ def parse_client_message(
         session = obj.get("session")
         if session is not None and (not isinstance(session, str) or len(session) > 256):
             raise ProtocolError(INVALID_MESSAGE, "'session' must be a string token")
-        return Join(code, client_name, session)
+        key = obj.get("key")
+        if key is not None and (not isinstance(key, str) or len(key) > 256):
+            raise ProtocolError(INVALID_MESSAGE, "'key' must be a string")
+        return Join(code, client_name, session, key)
     if kind == "sync":
         return Sync()
     if kind == "leave":

@@ -6,6 +6,7 @@ tested by passing numbers in.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from .protocol import INVALID_ROOM, ROOM_FULL, ProtocolError
 
 __all__ = [
     "JoinResult",
+    "GuessBudget",
     "JoinThrottle",
     "Room",
     "RoomConfig",
@@ -65,10 +67,11 @@ class Seat:
 
 @dataclass(slots=True, eq=False)
 class Room:
-    """A room: its code, when it was made, and its seats by node id."""
+    """A room: its code, its link key, when it was made, and its seats by node id."""
 
     code: str
     created_at: float
+    key: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # 22 chars
     seats: dict[NodeId, Seat] = field(default_factory=dict)
 
     def live_members(self) -> Iterator[NodeId]:
@@ -156,6 +159,23 @@ class RoomRegistry:
 
     def room(self, code: str) -> Room | None:
         return self._rooms.get(code)
+
+    def key(self, code: str) -> str | None:
+        """The room's link key (22 URL-safe characters); None for an unknown code."""
+        room = self._rooms.get(code)
+        return None if room is None else room.key
+
+    def has_key(self, code: str, key: str | None) -> bool:
+        """True if `key` is room `code`'s key (compared in constant time)."""
+        room = self._rooms.get(code)
+        return room is not None and key is not None and hmac.compare_digest(room.key, key)
+
+    def has_token(self, code: str, token: str | None, now: float) -> bool:
+        """True if `token` would resume a seat of room `code` now."""
+        seat = self._by_token.get(token) if token else None
+        if seat is None or seat.room_code != code:
+            return False
+        return seat.held_until is None or seat.held_until > now
 
     def members(self, code: str) -> list[NodeId]:
         """Live members of a room (empty for an unknown code)."""
@@ -256,8 +276,10 @@ class JoinThrottle:
 
     With the defaults an address may fail 10 joins in a burst, then 60 per hour:
     finding one 4-digit code takes 5,000 guesses on average, about 83 hours, longer
-    than a room lives. Three typos leave seven tries. Throttling is per address, never
-    global, so one attacker behind a venue's NAT only slows that NAT.
+    than a room lives. Three typos leave seven tries. This throttle is per address, so
+    one attacker behind a venue's NAT only slows that NAT's typed codes (links with
+    the room key and resumes are never throttled); `GuessBudget` bounds all
+    addresses together.
 
     Args:
         burst: failures allowed at once.
@@ -302,3 +324,52 @@ class JoinThrottle:
         while len(self._buckets) > self.max_addresses:
             # Oldest entries first (dicts keep insertion order).
             del self._buckets[next(iter(self._buckets))]
+
+
+class GuessBudget:
+    """Failed typed-code joins server-wide: one token bucket for every address.
+
+    A distributed attacker (many source addresses, each under its own per-address
+    limit) is held to the same budget as everyone else. The refill rate is sized so
+    that in a room's lifetime at most `share` of the code space can be guessed:
+    `burst + rate * lifetime <= share * space`. At 4 digits and 24 h with the defaults
+    (burst 60, share 0.45) that is 3.1 failures a minute; a venue where 50 phones
+    mistype in the first minute stays inside the burst.
+
+    Args:
+        code_space: how many codes exist (10 ** code_length).
+        lifetime: seconds a room lives (its expiration).
+        burst: failures allowed at once.
+        share: most of the code space a room's lifetime may see guessed.
+    """
+
+    def __init__(
+        self, code_space: int, lifetime: float, burst: int = 60, share: float = 0.45
+    ) -> None:
+        if not 0 < share < 1 or burst < 1 or lifetime <= 0:
+            raise ValueError("share must be in (0, 1), burst >= 1, lifetime > 0")
+        self.burst = float(min(burst, max(1, int(share * code_space) // 2)))
+        self.rate = max(0.0, share * code_space - self.burst) / lifetime  # per second
+        self._tokens = self.burst
+        self._at: float | None = None
+
+    def _refill(self, now: float) -> float:
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        return self._tokens
+
+    def allows(self, now: float) -> bool:
+        """True while a typed-code join may be tried."""
+        return self._refill(now) >= 1.0
+
+    def failed(self, now: float) -> None:
+        """Records one failed typed-code join."""
+        self._tokens = max(0.0, self._refill(now) - 1.0)
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until typed codes are accepted again (0 if they are now)."""
+        missing = 1.0 - self._refill(now)
+        if missing <= 0:
+            return 0.0
+        return missing / self.rate if self.rate > 0 else float("inf")

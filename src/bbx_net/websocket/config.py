@@ -113,6 +113,11 @@ class WsServerConfig:
         max_seats_per_address: seats one remote address may hold in one room (live or
             held for resume); None (the default) for no limit, since a whole venue
             often shares one address. A join beyond it gets ROOM_FULL.
+        guess_burst: failed typed-code joins the whole server allows in a burst; they
+            refill at the rate that keeps a distributed guesser below 0.45 of the code
+            space in a room's lifetime (3.1 a minute at 4 digits and 24 h). While it is
+            spent, typed codes get RATE_LIMITED; joins with the room's link key and
+            resumes with a session token are never throttled.
         max_undeclared_params: distinct parameter names the server remembers when
             the host declared none (`params` empty); changes to further new names get
             UNKNOWN_PARAM. Names the host broadcasts count too.
@@ -143,6 +148,7 @@ class WsServerConfig:
     max_unjoined_per_address: int = 64
     max_seats_per_address: int | None = None
     max_undeclared_params: int = 256
+    guess_burst: int = 60
 
     def __post_init__(self) -> None:
         parse_bind_addr(self.bind_addr)
@@ -167,6 +173,7 @@ class WsServerConfig:
             "join_burst",
             "backlog",
             "max_unjoined_per_address",
+            "guess_burst",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

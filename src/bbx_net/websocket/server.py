@@ -605,6 +605,14 @@ class WsServer:
         """Codes of the open rooms."""
         return self._session.rooms()
 
+    def room_key(self, code: str) -> str | None:
+        """Room `code`'s link key, for links and QR codes: `?room=CODE&key=KEY`.
+
+        A join that presents it is never throttled (typed codes are). None if there is
+        no such room.
+        """
+        return self._session.room_key(code)
+
     def client_stats(self) -> list[ClientStats]:
         """A snapshot of every connection (joined or not)."""
         return self._session.client_stats()

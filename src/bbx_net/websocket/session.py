@@ -49,7 +49,7 @@ from ..protocol import (
     encode_welcome,
     parse_client_message,
 )
-from ..rooms import JoinThrottle, RoomRegistry, Seat
+from ..rooms import GuessBudget, JoinThrottle, RoomRegistry, Seat
 from .commands import (
     BroadcastParam,
     BroadcastVisualization,
@@ -258,6 +258,9 @@ class Session:
         self._hashes: dict[str, int] = {p.name: hash_param_name(p.name) for p in config.params}
         self._rooms = RoomRegistry(config.room, config.resume_grace, config.max_rooms)
         self._throttle = JoinThrottle(config.join_burst, config.join_per_hour)
+        self._guesses = GuessBudget(
+            10**config.room.code_length, config.room.expiration, config.guess_burst
+        )
         self._peers: set[Peer] = set()
         self._by_node: dict[NodeId, Peer] = {}
         self._live: dict[str, _Room] = {}  # rooms with a connected member
@@ -465,6 +468,10 @@ class Session:
     def param_values(self) -> dict[str, float]:
         return dict(self._values)
 
+    def room_key(self, code: str) -> str | None:
+        """Room `code`'s link key (for `?room=CODE&key=KEY`); None if no such room."""
+        return self._rooms.key(code)
+
     def rooms(self) -> list[str]:
         return self._rooms.codes()
 
@@ -527,14 +534,29 @@ class Session:
         if peer.seat is not None:
             raise ProtocolError(ALREADY_JOINED, "Already joined a room")
         now = now_us * 1e-6
-        if not self._throttle.allows(peer.address, now):
-            wait = self._throttle.retry_after(peer.address, now)
-            raise ProtocolError(RATE_LIMITED, f"Too many failed joins; retry in {wait:.0f} s")
+        rooms = self._rooms
+        # The link's key and a valid session token are proof enough: never throttled.
+        typed = not (
+            rooms.has_key(msg.room_code, msg.key)
+            or rooms.has_token(msg.room_code, msg.session, now)
+        )
+        if typed:
+            if not self._throttle.allows(peer.address, now):
+                wait = self._throttle.retry_after(peer.address, now)
+                raise ProtocolError(RATE_LIMITED, f"Too many failed joins; retry in {wait:.0f} s")
+            if not self._guesses.allows(now):
+                wait = self._guesses.retry_after(now)
+                raise ProtocolError(
+                    RATE_LIMITED,
+                    f"Too many wrong room codes on this server; retry in {wait:.0f} s "
+                    "or use the room's link or QR code",
+                )
         try:
-            result = self._rooms.join(msg.room_code, now, msg.session, msg.client_name)
+            result = rooms.join(msg.room_code, now, msg.session, msg.client_name)
         except ProtocolError as exc:
             if exc.code == INVALID_ROOM:
                 self._throttle.failed(peer.address, now)
+                self._guesses.failed(now)
             raise
         seat = result.seat
         limit = self.config.max_seats_per_address
