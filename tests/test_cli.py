@@ -172,7 +172,7 @@ def test_serve_end_to_end_and_sigterm_closes_phones(tmp_path: Path) -> None:
             head += line
             if "Ctrl-C to stop" in line or not line:
                 break
-        found = re.search(r"http://127\.0\.0\.1:(\d+)/\?room=(\d{4})", head)
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/\?room=(\d{4})&key=([\w-]{22})\s", head)
         assert found, head
         port, code = int(found.group(1)), found.group(2)
         assert f"room {code}" in head and "kick" in head

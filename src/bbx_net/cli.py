@@ -187,11 +187,16 @@ def lan_addresses() -> list[str]:
     return lan or ["127.0.0.1"]
 
 
-def lan_urls(host: str, port: int, code: str, secure: bool = False) -> list[str]:
-    """The links to show the audience: every reachable address, room code included."""
+def lan_urls(
+    host: str, port: int, code: str, secure: bool = False, key: str | None = None
+) -> list[str]:
+    """The links to show the audience: every reachable address, with the room code and
+    (when given) the room's key, which spares phones that follow the link the typed
+    codes' rate limits."""
     scheme = "https" if secure else "http"
     hosts = lan_addresses() if host in ("0.0.0.0", "", "::") else [host]
-    return [f"{scheme}://{h}:{port}/?room={code}" for h in hosts]
+    query = f"?room={code}" if key is None else f"?room={code}&key={key}"
+    return [f"{scheme}://{h}:{port}/{query}" for h in hosts]
 
 
 def print_qr(url: str, out: TextIO) -> None:
@@ -304,7 +309,7 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     audio = threading.Thread(target=monitor.run, name="bbx-demo-audio", daemon=True)
     audio.start()
 
-    urls = lan_urls(args.host, server.port, code)
+    urls = lan_urls(args.host, server.port, code, key=server.room_key(code))
     out.write(f"\nbbx_net {__version__}: room {code}\n\n")
     out.write("  Phones: join on the same network at\n")
     for url in urls:

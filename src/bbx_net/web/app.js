@@ -115,10 +115,15 @@ function setupXY() {
   });
 }
 
-async function join(code, name) {
+async function join(code, name, key) {
   $("join-error").textContent = "";
   client?.disconnect();
-  client = new BbxClient({ url: wsUrl(), roomCode: code, clientName: name || undefined });
+  client = new BbxClient({
+    url: wsUrl(),
+    roomCode: code,
+    roomKey: key || undefined,
+    clientName: name || undefined,
+  });
   window.bbxClient = client; // handy from the console (and for tests)
   client.on("state", (state) => buildControls(state, client.triggers));
   client.on("update", (param, value) => {
@@ -153,6 +158,7 @@ async function join(code, name) {
     await client.connect();
     const url = new URL(location.href);
     url.searchParams.set("room", code);
+    if (!key) url.searchParams.delete("key");
     history.replaceState(null, "", url);
   } catch (err) {
     const messages = {
@@ -182,7 +188,9 @@ $("join-form").addEventListener("submit", (ev) => {
     $("join-error").textContent = "The code is the digits shown by the host.";
     return;
   }
-  join(code, $("name").value.trim());
+  // The link's key belongs to the link's room only.
+  const linked = linkParams.get("room") === code ? linkParams.get("key") : null;
+  join(code, $("name").value.trim(), linked);
 });
 
 $("rejoin").addEventListener("click", () => {
@@ -193,9 +201,10 @@ $("rejoin").addEventListener("click", () => {
 });
 
 setupXY();
-const room = new URLSearchParams(location.search).get("room");
+const linkParams = new URLSearchParams(location.search);
+const room = linkParams.get("room");
 if (room) $("code").value = room;
-if (room && /^[0-9]+$/.test(room)) join(room, "");
+if (room && /^[0-9]+$/.test(room)) join(room, "", linkParams.get("key"));
 
 if ("serviceWorker" in navigator && window.isSecureContext) {
   navigator.serviceWorker.register("/sw.js").catch(() => {});

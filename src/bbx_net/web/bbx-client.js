@@ -31,6 +31,8 @@ export class BbxClient {
    * @param {object} options
    * @param {string} options.url WebSocket URL, e.g. "ws://192.168.1.10:8080/".
    * @param {string} options.roomCode the room's code.
+   * @param {string} [options.roomKey] the room's key from its link (`&key=`): a join
+   *   that carries it is never rate limited, unlike a typed code.
    * @param {string} [options.clientName] shown to the host.
    * @param {boolean} [options.reconnect=true] reconnect after a lost connection.
    * @param {number} [options.reconnectDelay=1000] first retry delay (ms); doubles.
@@ -44,6 +46,7 @@ export class BbxClient {
     this.url = o.url;
     this.roomCode = String(o.roomCode);
     this.clientName = o.clientName;
+    this.roomKey = o.roomKey;
     this.reconnect = o.reconnect !== false;
     this.reconnectDelay = o.reconnectDelay ?? 1000;
     this.maxReconnectAttempts = o.maxReconnectAttempts ?? Infinity;
@@ -177,6 +180,7 @@ export class BbxClient {
       ws.onopen = () => {
         const join = { type: "join", room_code: this.roomCode };
         if (this.clientName) join.client_name = this.clientName;
+        if (this.roomKey) join.key = this.roomKey;
         if (this._session) join.session = this._session;
         ws.send(JSON.stringify(join));
       };
