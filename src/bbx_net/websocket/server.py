@@ -54,8 +54,12 @@ logger = logging.getLogger(__name__)
 
 #: Bytes waiting in a client's transport above which its outbox holds messages.
 _WRITE_HIGH = 64 * 1024
-#: Events (frames of any kind) handled per connection per loop turn.
+#: Work per connection per loop turn, in events (frames of any kind; see below).
 _EVENTS_PER_TURN = 512
+#: A control frame's share of that budget: each goes through websockets' parser and
+#: most are answered, so a ping flood gets fewer frames per turn than phone messages.
+_CONTROL_COST = 8
+_CONTROL = frozenset({Opcode.PING, Opcode.PONG, Opcode.CLOSE})
 #: Fragments one message may have (websockets' own server fails more with 1009).
 _MAX_FRAGMENTS = 4096
 #: Bytes of an opening handshake request before websockets alone handles it.
@@ -291,7 +295,7 @@ class _Connection(asyncio.Protocol):
         server._after_session()
 
     def _feed(self, data: bytes, session: Session, now_us: int) -> int:
-        """Gives websockets `data`; handles its events now. Returns the event count.
+        """Gives websockets `data`; handles its events now. Returns their cost.
 
         On the wire, replies to this read's earlier messages go before what websockets
         answers to `data` (a pong), unless `data` closed the connection: then they
@@ -310,10 +314,14 @@ class _Connection(asyncio.Protocol):
                 replies = ws.data_to_send()
             self._out.clear()
         self._write(before + replies + answers)
+        cost = 0
         for event in events:
             if isinstance(event, Frame):
+                cost += _CONTROL_COST if event.opcode in _CONTROL else 1
                 self._on_frame(event, session, now_us)
-        return len(events)
+            else:
+                cost += 1
+        return cost
 
     def eof_received(self) -> bool | None:
         if self._buffer and self._events is None:
@@ -393,20 +401,22 @@ class _Connection(asyncio.Protocol):
     # ---- private ------------------------------------------------------------------------
 
     def _handle(self, events: list[Any]) -> None:
-        """Handles events in order, at most _EVENTS_PER_TURN; the rest waits a turn."""
+        """Handles events in order, within _EVENTS_PER_TURN; the rest waits a turn."""
         server = self.server
         session = server._session
         now_us = server.clock.now_us()
+        budget = _EVENTS_PER_TURN
         self._receiving = True
         try:
             for i, event in enumerate(events):
-                if i == _EVENTS_PER_TURN:
+                if budget <= 0:
                     self._events = events[i:]
                     if self.transport is not None:
                         self.transport.pause_reading()
                     self._loop.call_soon(self._continue)
                     break
                 if isinstance(event, Frame):
+                    budget -= _CONTROL_COST if event.opcode in _CONTROL else 1
                     self._on_frame(event, session, now_us)
                 elif isinstance(event, Request):
                     self._on_request(event, session, now_us)
