@@ -122,6 +122,9 @@ class ThreadServer:
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(20)
+        # The pages are still open and may reconnect while the server stops: let the
+        # connections made meanwhile (refused at once) finish closing before the loop.
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.1), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

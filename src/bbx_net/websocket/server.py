@@ -151,6 +151,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
+        if self.server._stopping:
+            # Accepted before stop() closed the listener but made only now: stop() may
+            # already have waited for every connection, so this one goes at once.
+            transport.abort()  # type: ignore[attr-defined]  # a Transport, as above
+            return
         self.transport.set_write_buffer_limits(high=_WRITE_HIGH)  # type: ignore[union-attr]
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "?"
@@ -581,6 +586,7 @@ class WsServer:
         self._server: asyncio.Server | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._flushing = False
+        self._stopping = False  # stop() began: connections made from now are refused
         self._port: int | None = None
         self.commands.bind(self._wake)
 
@@ -652,6 +658,7 @@ class WsServer:
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._stop = asyncio.Event()
+        self._stopping = False
         self._run_commands()  # anything sent before start
         self._every(self.config.ping_interval, self._keepalive)
         every = min(1.0, self.config.room.expiration / 4, self.config.join_timeout / 4)
@@ -667,6 +674,7 @@ class WsServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        self._stopping = True
         server.close()
         await asyncio.sleep(0.01)  # accepts already in flight reach connection_made
         self._session.shutdown()
