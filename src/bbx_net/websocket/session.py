@@ -523,7 +523,9 @@ class Session:
         peer.error_tokens = min(budget, peer.error_tokens + regained) - 1.0
         peer.error_time_us = now_us
         if peer.error_tokens < 0:
-            self._close(peer, CLOSE_POLICY, "too many invalid messages")
+            # Failed (RFC 6455 §7.1.7), not closed politely: what it still sends is
+            # discarded unparsed, so a flood past its budget costs nothing more.
+            self._close(peer, CLOSE_POLICY, "too many invalid messages", fail=True)
 
     def _require_joined(self, peer: Peer) -> Seat:
         if peer.seat is None:
