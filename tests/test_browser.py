@@ -187,6 +187,27 @@ def test_join_by_code_and_a_slider_reaches_the_audio_side(page: Page, server: Th
     assert abs(shown - values[-1]) < 0.01
 
 
+def test_a_link_with_the_room_key_joins_where_typed_codes_are_throttled(
+    page: Page, server: ThreadServer
+) -> None:
+    """This address spent its failed joins: the code alone is refused, the link's key
+    (sent by the page) still joins."""
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{server.server.port}/") as ws:
+        for _ in range(11):
+            ws.send('{"type": "join", "room_code": "nope"}')
+            reply = ws.recv(timeout=10)
+        assert '"RATE_LIMITED"' in str(reply)
+    page.goto(f"{server.url}?room={server.code}")
+    expect(page.get_by_test_id("join-error")).to_contain_text("Too many wrong codes")
+    page.goto("about:blank")  # the refused page is gone before the linked one opens
+    key = server.call(lambda: server.server.room_key(server.code))
+    page.goto(f"{server.url}?room={server.code}&key={key}")
+    expect(page.get_by_test_id("control-screen")).to_be_visible()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+
+
 def test_host_broadcast_moves_the_slider(page: Page, server: ThreadServer) -> None:
     """BroadcastParam from the host sets the slider on the page."""
     open_joined(page, server)
