@@ -659,3 +659,70 @@ def test_fifty_typos_in_the_first_minute_lock_nobody_out() -> None:
     for peer, sink in phones:
         w.send(peer, type="join", room_code=w.code)
         assert sink.codes() == ["INVALID_ROOM", "welcome", "state"]
+
+
+def test_the_server_estimates_a_reporting_client_from_the_same_exchanges() -> None:
+    """A client that reports its last exchange in each ping: the server completes it
+    with its own receipt stamp and fits the same filter, so both estimates agree;
+    a server_time the server never sent is ignored; old-style pings still work."""
+    w = World()
+    peer, sink = w.joined()
+    sink.take()
+    client_ahead = 2_500_000.0  # the phone's clock minus the server's
+    mine = bbx_net.OffsetEstimator()  # what the phone itself computes
+    last = None
+    for i in range(40):
+        t1 = w.now + client_ahead - 3_000  # sent 3 ms before it arrives (phone clock)
+        msg: dict[str, Any] = {"type": "ping", "client_time": t1}
+        if last is not None:
+            msg |= {"last": last, "offset": mine.offset_us, "rtt": mine.latest_delay_us}
+        w.send(peer, **msg)
+        (pong,) = sink.take()
+        t4 = pong["server_time"] + client_ahead + 4_000  # 4 ms back
+        mine.add_sample(t1, pong["server_time"], pong["server_time"], t4)
+        last = [t1, pong["server_time"], t4]
+        w.now += 50_000
+    w.session.housekeeping(w.now)
+    (stats,) = w.session.client_stats()
+    # Half the 1 ms asymmetry is invisible to both; both see the same thing.
+    assert stats.clock_offset_us == pytest.approx(client_ahead + 500, abs=1)
+    assert stats.reported_offset_us == pytest.approx(-(mine.offset_us or 0), abs=1)
+    assert stats.round_trip_us == pytest.approx(7_000)
+    assert stats.clock_error_us is not None and stats.clock_error_us < 10
+
+    before = stats.clock_offset_us
+    w.send(peer, type="ping", client_time=1, last=[0, 12345, 10], offset=0, rtt=10)
+    sink.take()
+    w.session.housekeeping(w.now)
+    assert w.session.client_stats()[0].clock_offset_us == before  # not a pong we sent
+
+    old, old_sink = w.joined("10.0.0.2")
+    old_sink.take()
+    w.session.keepalive(w.now)
+    w.now += 2_000
+    w.session.pong(old, old_sink.pings[-1], w.now)
+    w.send(old, type="ping", client_time=w.now - 1_000 + 7)
+    stats = {s.address: s for s in w.session.client_stats()}
+    assert stats["10.0.0.2"].clock_offset_us == pytest.approx(7, abs=1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ({"last": [1, 2]}, "INVALID_MESSAGE"),
+        ({"last": "x"}, "INVALID_MESSAGE"),
+        ({"last": [1, "2", 3]}, "INVALID_MESSAGE"),
+        ({"last": [10, 2, 3]}, "INVALID_VALUE"),
+        ({"offset": "x"}, "INVALID_MESSAGE"),
+        ({"rtt": -1}, "INVALID_VALUE"),
+        ({"rtt": True}, "INVALID_MESSAGE"),
+    ],
+)
+def test_a_malformed_clock_report_is_refused_with_a_code(extra: dict[str, Any], code: str) -> None:
+    w = World()
+    peer, sink = w.joined()
+    sink.take()
+    w.send(peer, type="ping", client_time=5, **extra)
+    assert sink.codes() == [code]
+    w.send(peer, type="ping", client_time=6)  # the connection is still usable
+    assert sink.codes() == ["pong"]

@@ -10,7 +10,6 @@ import os
 
 from ._clock import (
     ClockSync,
-    OffsetEstimator,
     ntp_offset,
     round_trip_delay,
     to_sample_offset,
@@ -24,6 +23,7 @@ from ._ring import (
     net_buffer,
     ring_address,
 )
+from .clock_filter import OffsetEstimator
 from .errors import BbxNetError, ProducerThreadError
 from .message import (
     EVENT_DTYPE,

@@ -153,9 +153,18 @@ class Sync:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """`{"type": "ping", "client_time"}`; client_time is echoed back exactly."""
+    """`{"type": "ping", "client_time"}`; client_time is echoed back exactly.
+
+    Optional, from clients that report their clock filter (bbx-client.js does):
+    `last` = [client_time, server_time, receive_time] of the last pong they got (the
+    server completes that exchange on its side), `offset` = their estimate of server
+    minus client clock (µs) and `rtt` = their last round trip (µs).
+    """
 
     client_time: int | float
+    last: tuple[float, float, float] | None = None
+    offset: float | None = None
+    rtt: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +204,40 @@ def _name(obj: dict[str, Any], key: str, kind: str) -> str:
     if not value or len(value) > MAX_NAME_LENGTH:
         raise ProtocolError(INVALID_MESSAGE, f"{key!r} must be 1..{MAX_NAME_LENGTH} characters")
     return value
+
+
+def _float(value: Any, key: str) -> float:
+    """Any finite JSON number, as a double."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(INVALID_MESSAGE, f"{key!r} must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ProtocolError(INVALID_VALUE, f"{key!r} is too large") from None
+    if not math.isfinite(number):
+        raise ProtocolError(INVALID_VALUE, f"{key!r} must be finite")
+    return number
+
+
+def _parse_ping_report(obj: dict[str, Any], t: int | float) -> Ping:
+    """The optional clock report of a ping (see Ping)."""
+    last = obj.get("last")
+    exchange = None
+    if last is not None:
+        if not isinstance(last, list) or len(last) != 3:
+            raise ProtocolError(
+                INVALID_MESSAGE, "'last' must be [client_time, server_time, receive_time]"
+            )
+        t1, t2, t4 = (_float(v, "last") for v in last)
+        if t4 < t1:
+            raise ProtocolError(INVALID_VALUE, "'last' ends before it starts")
+        exchange = (t1, t2, t4)
+    offset = obj.get("offset")
+    rtt = obj.get("rtt")
+    rtt_value = None if rtt is None else _float(rtt, "rtt")
+    if rtt_value is not None and rtt_value < 0:
+        raise ProtocolError(INVALID_VALUE, "'rtt' must not be negative")
+    return Ping(t, exchange, None if offset is None else _float(offset, "offset"), rtt_value)
 
 
 def _number(value: Any, key: str) -> float:
@@ -285,7 +328,9 @@ def parse_client_message(
             raise ProtocolError(INVALID_MESSAGE, "ping needs a number field 'client_time'")
         if not math.isfinite(t) or t < 0 or (isinstance(t, int) and t > _MAX_ECHO_INT):
             raise ProtocolError(INVALID_VALUE, "'client_time' must be a non-negative number")
-        return Ping(t)
+        if len(obj) == 2:
+            return Ping(t)
+        return _parse_ping_report(obj, t)
     if kind == "join":
         code = obj.get("room_code")
         if not isinstance(code, str):

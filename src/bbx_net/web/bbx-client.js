@@ -8,8 +8,9 @@
 //
 // Drop-in for @bbx-audio/net's BbxClient (same constructor options, methods, events
 // and properties), with these differences where that client is weak:
-//  - clock offset from a window of pings, trusting the lowest round trip (no 32-bit
-//    truncation anywhere: times are plain JS numbers of microseconds);
+//  - clock offset from a robust fit over up to 256 pings (ClockFilter below: holds
+//    under Wi-Fi jitter, tracks drift, re-converges after a route change, slews
+//    instead of jumping back; no 32-bit truncation: times are µs as plain numbers);
 //  - reconnection with exponential backoff and jitter that resumes the same node id
 //    with the server's session token (also across a page reload, via sessionStorage);
 //  - reconnects at once when the page becomes visible again or the network returns;
@@ -18,12 +19,309 @@
 // Local time is performance.now() (milliseconds, monotonic); server time is the
 // server clock in integer microseconds.
 
-const CLOCK_WINDOW = 8;
 const MAX_BACKOFF_MS = 30000;
 const FATAL_JOIN_ERRORS = new Set(["INVALID_ROOM", "ROOM_FULL", "RATE_LIMITED", "SERVER_FULL"]);
 
 function nowUs() {
   return performance.now() * 1000;
+}
+
+// ---- the clock filter (the same algorithm as bbx_net/clock_filter.py) ----
+//
+// Each ping/pong gives a sample: its midpoint on the local clock, the offset it
+// measures (server minus local, assuming equal one-way delays) and its round trip.
+// The filter fits offset = a + b * t over up to 256 samples (64 s), weighting fast
+// exchanges only as much as the spread of round trips says, rejecting outliers, and
+// using the drift b only as far as the data supports it. A sustained shift (a new
+// route) drops the old samples; downward corrections are slewed so events scheduled
+// by local + offset keep their order. Every step mirrors the Python twin, operation
+// for operation (tests/test_clock_filter.py compares the two on the same samples).
+
+const CF_WINDOW = 256;
+const CF_SPAN_US = 64e6;
+const CF_MIN_SLOPE_SPAN_US = 0.5e6;
+const CF_MIN_SLOPE_SAMPLES = 8;
+const CF_EXCESS_FLOOR_US = 20.0;
+const CF_SCALE_FLOOR_US = 5.0;
+const CF_REJECT = 3.5;
+const CF_SHRINK = 2.0;
+const CF_CHANGE_RUN = 6;
+const CF_CHANGE_SCALES = 3.0;
+const CF_CHANGE_FLOOR_US = 100.0;
+const CF_SLEW = 0.05;
+const CF_BURST_INTERVAL_US = 50e3;
+const CF_BURST_SAMPLES = 20;
+const CF_STEADY_INTERVAL_US = 250e3;
+
+function wmedian(values, weights) {
+  const order = values.map((_, i) => i);
+  order.sort((i, j) => values[i] - values[j]); // stable, as Python's sorted
+  let half = 0.0;
+  for (const i of order) half += weights[i];
+  half *= 0.5;
+  let acc = 0.0;
+  for (const i of order) {
+    acc += weights[i];
+    if (acc >= half) return values[i];
+  }
+  return values[order[order.length - 1]];
+}
+
+function typicalExcess(r, lo) {
+  const x = r.map((v) => v - lo).sort((a, b) => a - b);
+  return Math.max(x[Math.floor(x.length / 2)], CF_EXCESS_FLOOR_US);
+}
+
+function fitSamples(t, o, r, trackDrift) {
+  const n = t.length;
+  if (n === 1) return [t[0], o[0], 0.0, 0.0, r[0] / 2.0, CF_SCALE_FLOOR_US];
+  let lo = Infinity;
+  for (const v of r) if (v < lo) lo = v;
+  const s = typicalExcess(r, lo);
+  const w = r.map((v) => {
+    const q = (v - lo) / s;
+    return 1.0 / (1.0 + q * q);
+  });
+  const slopeOk =
+    trackDrift && n >= CF_MIN_SLOPE_SAMPLES && t[n - 1] - t[0] >= CF_MIN_SLOPE_SPAN_US;
+  let b = 0.0;
+  if (slopeOk) {
+    const h = Math.floor(n / 2);
+    let s1 = 0.0;
+    for (let i = 0; i < h; i++) s1 += t[i];
+    let s2 = 0.0;
+    for (let i = n - h; i < n; i++) s2 += t[i];
+    const t1 = s1 / h;
+    const t2 = s2 / h;
+    if (t2 > t1) {
+      b = (wmedian(o.slice(n - h), w.slice(n - h)) - wmedian(o.slice(0, h), w.slice(0, h))) /
+        (t2 - t1);
+    }
+  }
+  let e = o.map((v, i) => v - b * (t[i] - t[0]));
+  let c = wmedian(e, w);
+  let scale = Math.max(1.4826 * wmedian(e.map((v) => Math.abs(v - c)), w), CF_SCALE_FLOOR_US);
+  let a = c;
+  let tm = t[0];
+  let se = scale;
+  let bFit = b;
+  for (let pass = 0; pass < 2; pass++) {
+    let sw = 0.0;
+    let swt = 0.0;
+    let swo = 0.0;
+    const keep = [];
+    for (let i = 0; i < n; i++) {
+      if (Math.abs(e[i] - c) <= CF_REJECT * scale) {
+        keep.push(i);
+        sw += w[i];
+        swt += w[i] * t[i];
+        swo += w[i] * o[i];
+      }
+    }
+    if (keep.length === 0) break;
+    tm = swt / sw;
+    a = swo / sw;
+    bFit = 0.0;
+    if (slopeOk) {
+      let stt = 0.0;
+      let sto = 0.0;
+      for (const i of keep) {
+        const dt = t[i] - tm;
+        stt += w[i] * dt * dt;
+        sto += w[i] * dt * (o[i] - a);
+      }
+      if (stt > 0.0) bFit = sto / stt;
+    }
+    let see = 0.0;
+    for (const i of keep) {
+      const d = o[i] - a - bFit * (t[i] - tm);
+      see += w[i] * d * d;
+    }
+    const m = keep.length;
+    const dof = slopeOk ? m - 2 : m - 1;
+    const unit = dof > 0 ? see / dof : scale * scale;
+    se = sw > 0.0 ? Math.sqrt(unit / sw) : scale;
+    b = bFit;
+    if (slopeOk) {
+      let stt = 0.0;
+      for (const i of keep) {
+        const dt = t[i] - tm;
+        stt += w[i] * dt * dt;
+      }
+      const varB = stt > 0.0 ? unit / stt : Infinity;
+      if (varB === Infinity || bFit === 0.0) b = 0.0;
+      else b = (bFit * bFit * bFit) / (bFit * bFit + CF_SHRINK * CF_SHRINK * varB);
+    }
+    const bf = bFit;
+    const tmm = tm;
+    e = o.map((v, i) => v - bf * (t[i] - tmm));
+    c = a;
+    const cc = c;
+    scale = Math.max(1.4826 * wmedian(e.map((v) => Math.abs(v - cc)), w), CF_SCALE_FLOOR_US);
+  }
+  return [tm, a, b, bFit, se, scale];
+}
+
+/** Clock-offset estimator: server minus local clock, µs, from ping exchanges. */
+export class ClockFilter {
+  constructor({ window = CF_WINDOW, trackDrift = true, spanUs = CF_SPAN_US, slew = true } = {}) {
+    this.window = window;
+    this.trackDrift = trackDrift;
+    this.spanUs = spanUs;
+    this.slew = slew;
+    this.samplesSeen = 0;
+    this.routeChanges = 0;
+    this._t = [];
+    this._o = [];
+    this._r = [];
+    this._dirty = false;
+    this._fit = null;
+    this._lagUs = 0.0;
+    this._lagT = 0.0;
+    this._burstLeft = CF_BURST_SAMPLES;
+  }
+
+  /** One exchange: local send t1, peer stamps t2/t3, local receipt t4 (µs). */
+  addSample(t1, t2, t3, t4) {
+    const offset = ((t2 - t1) + (t3 - t4)) / 2.0;
+    const delay = (t4 - t1) - (t3 - t2);
+    if (!Number.isFinite(offset) || !(delay >= 0)) return null;
+    this.add(0.5 * (t1 + t4), offset, delay);
+    return [offset, delay];
+  }
+
+  add(t, offset, delay) {
+    if (this._t.length && t < this._t[this._t.length - 1]) return;
+    const before = this.slew && this._t.length ? this._reportAt(t) : null;
+    this._t.push(t);
+    this._o.push(offset);
+    this._r.push(delay);
+    this.samplesSeen += 1;
+    if (this._burstLeft > 0) this._burstLeft -= 1;
+    while (this._t.length > this.window || t - this._t[0] > this.spanUs) {
+      this._t.shift();
+      this._o.shift();
+      this._r.shift();
+    }
+    this._dirty = true;
+    if (before !== null) {
+      this._refit();
+      const now = this._lineAt(t);
+      this._lagUs = before > now ? before - now : 0.0;
+      this._lagT = t;
+    }
+  }
+
+  reset() {
+    this._t = [];
+    this._o = [];
+    this._r = [];
+    this._fit = null;
+    this._dirty = false;
+    this._lagUs = 0.0;
+    this._burstLeft = CF_BURST_SAMPLES;
+  }
+
+  /** The estimate at the newest sample (null before any). */
+  get offsetUs() {
+    return this._t.length ? this._reportAt(this._t[this._t.length - 1]) : null;
+  }
+
+  /** The estimate at local time t µs (null before any sample). */
+  offsetAt(t) {
+    return this._t.length ? this._reportAt(t) : null;
+  }
+
+  get driftPpm() {
+    if (!this.trackDrift || !this._t.length) return null;
+    return this._getFit()[2] * 1e6;
+  }
+
+  get errorUs() {
+    return this._t.length ? this._getFit()[4] : null;
+  }
+
+  get delayUs() {
+    return this._r.length ? Math.min(...this._r) : null;
+  }
+
+  get latestDelayUs() {
+    return this._r.length ? this._r[this._r.length - 1] : null;
+  }
+
+  get samples() {
+    return this._t.length;
+  }
+
+  /** True while the filter wants pings at the burst rate. */
+  get bursting() {
+    return this._burstLeft > 0;
+  }
+
+  /** When to ping next, µs: a burst after a join or a suspected change, then steady. */
+  get pingIntervalUs() {
+    return this._burstLeft > 0 ? CF_BURST_INTERVAL_US : CF_STEADY_INTERVAL_US;
+  }
+
+  _reportAt(t) {
+    let value = this._lineAt(t);
+    if (this._lagUs > 0.0) {
+      const left = this._lagUs - CF_SLEW * (t - this._lagT);
+      if (left > 0.0) value += left;
+    }
+    return value;
+  }
+
+  _lineAt(t) {
+    const fit = this._getFit();
+    return fit[1] + fit[2] * (t - fit[0]);
+  }
+
+  _getFit() {
+    if (this._dirty || this._fit === null) this._refit();
+    return this._fit;
+  }
+
+  _refit() {
+    this._dirty = false;
+    this._fit = fitSamples(this._t, this._o, this._r, this.trackDrift);
+    if (this._change()) {
+      this.routeChanges += 1;
+      const keep = this._t.length - CF_CHANGE_RUN;
+      this._t.splice(0, keep);
+      this._o.splice(0, keep);
+      this._r.splice(0, keep);
+      this._fit = fitSamples(this._t, this._o, this._r, this.trackDrift);
+      this._burstLeft = CF_BURST_SAMPLES;
+    } else if (this._rttJump()) {
+      this._burstLeft = Math.max(this._burstLeft, Math.floor(CF_BURST_SAMPLES / 2));
+    }
+  }
+
+  _change() {
+    const n = this._t.length;
+    if (n < 2 * CF_CHANGE_RUN) return false;
+    const fit = this._fit;
+    const limit = Math.max(CF_CHANGE_SCALES * fit[5], CF_CHANGE_FLOOR_US);
+    let side = 0;
+    for (let i = n - CF_CHANGE_RUN; i < n; i++) {
+      const e = this._o[i] - (fit[1] + fit[2] * (this._t[i] - fit[0]));
+      const s = e > limit ? 1 : e < -limit ? -1 : 0;
+      if (s === 0 || (side !== 0 && s !== side)) return false;
+      side = s;
+    }
+    return true;
+  }
+
+  _rttJump() {
+    const n = this._r.length;
+    if (n < 2 * CF_CHANGE_RUN) return false;
+    let lo = Infinity;
+    for (const v of this._r) if (v < lo) lo = v;
+    let recent = Infinity;
+    for (let i = n - CF_CHANGE_RUN; i < n; i++) if (this._r[i] < recent) recent = this._r[i];
+    return recent - lo > Math.max(4.0 * typicalExcess(this._r, lo), 4.0 * CF_CHANGE_FLOOR_US);
+  }
 }
 
 export class BbxClient {
@@ -37,7 +335,8 @@ export class BbxClient {
    * @param {boolean} [options.reconnect=true] reconnect after a lost connection.
    * @param {number} [options.reconnectDelay=1000] first retry delay (ms); doubles.
    * @param {number} [options.maxReconnectAttempts=Infinity] give up after this many.
-   * @param {number} [options.pingInterval=2000] ms between clock-sync pings.
+   * @param {number} [options.pingInterval=250] ms between clock-sync pings once
+   *   synced (a burst of 50 ms pings follows a join or a suspected route change).
    * @param {number} [options.connectionTimeout=10000] ms without a pong = dead socket.
    */
   constructor(options) {
@@ -50,7 +349,7 @@ export class BbxClient {
     this.reconnect = o.reconnect !== false;
     this.reconnectDelay = o.reconnectDelay ?? 1000;
     this.maxReconnectAttempts = o.maxReconnectAttempts ?? Infinity;
-    this.pingInterval = o.pingInterval ?? 2000;
+    this.pingInterval = o.pingInterval ?? 250;
     this.connectionTimeout = o.connectionTimeout ?? 10000;
 
     /** Current parameter values and ranges, by name: {value, min, max}. */
@@ -68,7 +367,9 @@ export class BbxClient {
     this._listeners = new Map();
     this._ws = null;
     this._attempts = 0;
-    this._samples = [];
+    /** The clock filter: server minus local clock from the pings. */
+    this.clock = new ClockFilter();
+    this._last = null; // [client_time, server_time, receive_time] of the last pong
     this._pingTimer = null;
     this._retryTimer = null;
     this._lastPong = 0;
@@ -137,12 +438,15 @@ export class BbxClient {
 
   /** Local time (performance.now() ms) → server time (integer µs). */
   toServerTime(localMs) {
-    return Math.round(localMs * 1000 + (this.clockOffset ?? 0));
+    return Math.round(localMs * 1000 + (this.clock.offsetAt(localMs * 1000) ?? 0));
   }
 
   /** Server time (µs) → local time (performance.now() ms). */
   toLocalTime(serverUs) {
-    return (serverUs - (this.clockOffset ?? 0)) / 1000;
+    // The offset at the local time sought: one step from the current offset is
+    // exact to within drift x offset (ppm x ms: nanoseconds).
+    const guess = serverUs - (this.clockOffset ?? 0);
+    return (serverUs - (this.clock.offsetAt(guess) ?? 0)) / 1000;
   }
 
   on(event, fn) {
@@ -228,7 +532,8 @@ export class BbxClient {
         this.isReconnecting = false;
         this._setConnected(true);
         this._lastPong = performance.now();
-        this._samples = [];
+        this.clock.reset();
+        this._last = null;
         this._startPings();
         this._emit("connected", msg);
         break;
@@ -318,11 +623,10 @@ export class BbxClient {
   _startPings() {
     this._stopTimers();
     this._ping();
-    this._pingTimer = setInterval(() => this._ping(), this.pingInterval);
   }
 
   _stopTimers() {
-    clearInterval(this._pingTimer);
+    clearTimeout(this._pingTimer);
     this._pingTimer = null;
   }
 
@@ -339,7 +643,19 @@ export class BbxClient {
       this._connectionLost(4000, "pong timeout");
       return;
     }
-    this._send({ type: "ping", client_time: nowUs() });
+    // The last exchange and our estimate ride along, so the server's view of this
+    // client's clock is made from the same exchanges (servers that predate them
+    // ignore extra fields).
+    const msg = { type: "ping", client_time: nowUs() };
+    if (this._last) {
+      msg.last = this._last;
+      msg.offset = this.clock.offsetUs;
+      msg.rtt = this.clock.latestDelayUs;
+    }
+    this._send(msg);
+    clearTimeout(this._pingTimer);
+    const next = this.clock.bursting ? CF_BURST_INTERVAL_US / 1000 : this.pingInterval;
+    this._pingTimer = setTimeout(() => this._ping(), next);
   }
 
   _onPong(msg) {
@@ -347,16 +663,11 @@ export class BbxClient {
     const t1 = Number(msg.client_time);
     const server = Number(msg.server_time);
     this._lastPong = performance.now();
-    const delay = t4 - t1;
-    if (!(delay >= 0)) return;
-    // Offset of the server clock from ours, assuming symmetric paths.
-    const offset = server - (t1 + t4) / 2;
-    this._samples.push({ offset, delay });
-    if (this._samples.length > CLOCK_WINDOW) this._samples.shift();
-    let best = this._samples[0];
-    for (const s of this._samples) if (s.delay <= best.delay) best = s;
-    this.clockOffset = best.offset;
-    this.latency = delay / 1000;
+    const sample = this.clock.addSample(t1, server, server, t4);
+    if (sample === null) return;
+    this._last = [t1, server, t4];
+    this.clockOffset = this.clock.offsetAt(t4);
+    this.latency = sample[1] / 1000;
     this._emit("latency", this.latency, this.clockOffset);
   }
 

@@ -16,11 +16,12 @@ any thread.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._clock import OffsetEstimator
 from .._ring import NetBufferProducer, hash_param_name
+from ..clock_filter import OffsetEstimator
 from ..errors import BbxNetError
 from ..message import NodeId
 from ..protocol import (
@@ -83,6 +84,9 @@ CLOSE_POLICY, CLOSE_TRY_LATER = 1008, 1013
 
 #: An internal error of one kind is logged at most once per this many µs.
 _LOG_EVERY_US = 60_000_000
+_PONGS_REMEMBERED = 8  # a client's clock report must name one of these pongs
+_FIT_AT_ONCE = 16  # estimators with this few samples are fitted on every sample
+_FITS_PER_TICK = 64  # larger ones wait for housekeeping, this many per tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +124,14 @@ class ClientStats:
     room_code: str | None
     client_name: str | None
     address: str
-    round_trip_us: float | None  # latest keepalive ping round trip
+    round_trip_us: float | None  # latest round trip (the client's report, else keepalive)
     clock_offset_us: float | None  # client clock minus server clock (+ = client ahead)
     messages_in: int
     messages_out: int
     dropped: int  # outgoing messages dropped or coalesced because the client was slow
     errors: int
+    clock_error_us: float | None = None  # standard error of clock_offset_us
+    reported_offset_us: float | None = None  # the client's own estimate, same sign
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +170,13 @@ class Peer:
         "ping_sent_us",
         "rtt_us",
         "estimator",
+        "pong_times",
+        "clock_queued",
+        "clock_offset_us",
+        "clock_error_us",
+        "reported",
+        "reported_offset_us",
+        "reported_rtt_us",
         "closing",
         "replaced",
         "registered",
@@ -184,6 +197,13 @@ class Peer:
         self.ping_sent_us = 0
         self.rtt_us: float | None = None
         self.estimator: OffsetEstimator | None = None
+        self.pong_times: list[int] = []  # server_time of the last pongs sent
+        self.clock_queued = False  # waiting in Session._clock_queue for a refit
+        self.clock_offset_us: float | None = None  # the estimator's, as last refit
+        self.clock_error_us: float | None = None
+        self.reported = False  # the client reports its exchanges (`last` in ping)
+        self.reported_offset_us: float | None = None
+        self.reported_rtt_us: float | None = None
         self.closing = False
         self.replaced = False  # its seat went to a newer connection of the same phone
         self.registered = False  # counted in the session (False: refused SERVER_FULL)
@@ -262,6 +282,7 @@ class Session:
             10**config.room.code_length, config.room.expiration, config.guess_burst
         )
         self._peers: set[Peer] = set()
+        self._clock_queue: deque[Peer] = deque()  # estimators with samples to fit
         self._by_node: dict[NodeId, Peer] = {}
         self._live: dict[str, _Room] = {}  # rooms with a connected member
         self._holding: set[Peer] = set()  # outboxes with something waiting
@@ -429,6 +450,7 @@ class Session:
             logger.info("room %s expired", code)
             self._close_room(code, "expired")
         self._rooms.purge(now)
+        self._refit_clocks()
 
     # ---- public: the host ---------------------------------------------------------------
 
@@ -478,15 +500,17 @@ class Session:
     def client_stats(self) -> list[ClientStats]:
         out = []
         for p in list(self._peers):
-            est, seat = p.estimator, p.seat
+            seat = p.seat
             out.append(
                 ClientStats(
                     node_id=p.node_str,
                     room_code=seat.room_code if seat else None,
                     client_name=seat.client_name if seat else None,
                     address=p.address,
-                    round_trip_us=p.rtt_us,
-                    clock_offset_us=None if est is None else est.offset_us,
+                    round_trip_us=p.reported_rtt_us if p.reported else p.rtt_us,
+                    clock_offset_us=p.clock_offset_us,
+                    clock_error_us=p.clock_error_us,
+                    reported_offset_us=p.reported_offset_us,
                     messages_in=p.messages_in,
                     messages_out=p.outbox.written,
                     dropped=p.outbox.dropped,
@@ -575,7 +599,7 @@ class Session:
                 self._close(old, CLOSE_NORMAL, "replaced by a newer connection")
         peer.seat = seat
         peer.node_str = str(seat.node_id)
-        peer.estimator = OffsetEstimator(window=8)
+        peer.estimator = OffsetEstimator(slew=False)  # fitted lazily, see _refit_clocks
         self._by_node[seat.node_id] = peer
         room = self._live.get(seat.room_code)
         if room is None:
@@ -650,15 +674,57 @@ class Session:
     def _on_ping(self, peer: Peer, msg: Ping, now_us: int) -> None:
         self._require_joined(peer)
         self._send(peer, encode_pong(msg.client_time, now_us))
-        # Offset from one message: the client stamped client_time (µs) about half a
-        # round trip before we received it. Modelled as an exchange the server started
-        # rtt ago, so the estimator's lowest-delay filter applies.
-        if peer.rtt_us is not None and peer.estimator is not None:
-            ct = float(msg.client_time)
-            try:
-                peer.estimator.add_sample(now_us - peer.rtt_us, ct, ct, now_us)
-            except ValueError:
-                pass  # a client_time the estimator cannot use: the pong still went out
+        est = peer.estimator
+        if est is None:
+            return
+        times = peer.pong_times
+        if msg.last is not None:
+            # The client's last exchange, completed on our side: it stamped t1 and t4,
+            # we stamped server_time at the frame's receipt. The same exchanges its own
+            # filter uses, so both estimates agree (ours with the opposite sign).
+            peer.reported = True
+            t1, server_time, t4 = msg.last
+            if server_time in times:  # a pong we sent, not a made-up time
+                self._clock_sample(peer, est, server_time, (t1 + t4) / 2 - server_time, t4 - t1)
+            if msg.offset is not None:
+                peer.reported_offset_us = -msg.offset
+            if msg.rtt is not None:
+                peer.reported_rtt_us = msg.rtt
+        elif not peer.reported and peer.rtt_us is not None:
+            # An older client: client_time was stamped about half a keepalive round
+            # trip before we received it.
+            mid = now_us - peer.rtt_us / 2
+            self._clock_sample(peer, est, mid, float(msg.client_time) - mid, peer.rtt_us)
+        times.append(now_us)
+        if len(times) > _PONGS_REMEMBERED:
+            del times[0]
+
+    def _clock_sample(
+        self, peer: Peer, est: OffsetEstimator, t: float, offset: float, delay: float
+    ) -> None:
+        try:
+            est.add(t, offset, delay)
+        except ValueError:
+            return  # out of order (a client's clock report is its own business)
+        if est.samples <= _FIT_AT_ONCE:
+            peer.clock_offset_us = est.offset_us  # a small window fits in microseconds
+            peer.clock_error_us = est.error_us
+        elif not peer.clock_queued:
+            peer.clock_queued = True
+            self._clock_queue.append(peer)
+
+    def _refit_clocks(self) -> None:
+        """Refits up to _FITS_PER_TICK estimators with new samples (a full window
+        costs about a millisecond; this bounds the cost per housekeeping tick)."""
+        queue = self._clock_queue
+        for _ in range(min(len(queue), _FITS_PER_TICK)):
+            peer = queue.popleft()
+            peer.clock_queued = False
+            est = peer.estimator
+            if est is None or peer.closing:
+                continue
+            peer.clock_offset_us = est.offset_us
+            peer.clock_error_us = est.error_us
 
     # ---- the host's commands ----------------------------------------------------------
 
