@@ -671,7 +671,7 @@ def test_the_server_estimates_a_reporting_client_from_the_same_exchanges() -> No
     client_ahead = 2_500_000.0  # the phone's clock minus the server's
     mine = bbx_net.OffsetEstimator()  # what the phone itself computes
     last = None
-    for i in range(40):
+    for _ in range(40):
         t1 = w.now + client_ahead - 3_000  # sent 3 ms before it arrives (phone clock)
         msg: dict[str, Any] = {"type": "ping", "client_time": t1}
         if last is not None:
