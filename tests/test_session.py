@@ -56,9 +56,9 @@ class FakeSink:
 class World:
     """A session, its ring and a room, at a time the test moves."""
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, ring: tuple[int, int | None] = (1024, None), **config: Any) -> None:
         config.setdefault("params", [ParamSpec("gain", 0.5, 0.0, 1.0)])
-        self.producer, self.consumer = bbx_net.net_buffer(1024)
+        self.producer, self.consumer = bbx_net.net_buffer(*ring)
         self.now = 1_000 * S
         self.session = Session(WsServerConfig(**config), self.producer, self.now)
         cmd = ServerCommand.CreateRoom()
@@ -726,3 +726,46 @@ def test_a_malformed_clock_report_is_refused_with_a_code(extra: dict[str, Any], 
     assert sink.codes() == [code]
     w.send(peer, type="ping", client_time=6)  # the connection is still usable
     assert sink.codes() == ["pong"]
+
+
+def test_one_phone_cannot_fill_the_schedule_and_what_is_due_now_never_waits() -> None:
+    """4,296 events 8 s ahead from one phone (more than the 4,096-slot schedule), then
+    one immediate event from another: the immediate one is in the very next block."""
+    w = World(ring=(8192, 4096), error_budget=10_000)
+    a, sa = w.joined()
+    b, sb = w.joined("10.0.0.2")
+    sa.take(), sb.take()
+    for i in range(4_296):
+        w.send(a, type="param", param="gain", value=0.25, at=w.now + 8 * S + i)
+    codes = sa.codes()
+    assert codes.count("SCHEDULE_FULL") == 4_296 - 256  # its share: 1/8 of half
+    out = np.zeros(64, dtype=bbx_net.EVENT_DTYPE)
+    assert w.consumer.drain_block(out, w.now, 48_000, 256) == 0
+    assert w.consumer.pending == 256
+    w.send(b, type="param", param="gain", value=0.75)
+    n = w.consumer.drain_block(out, w.now + 5_333, 48_000, 256)
+    assert n == 1 and out[0]["payload"][0] == pytest.approx(0.75)
+    # Refused events changed nothing: the last accepted value is the one kept.
+    w.send(b, type="sync")
+    (state,) = [m for m in sb.take() if m["type"] == "state"]
+    assert state["params"][0]["value"] == pytest.approx(0.75)
+
+
+def test_many_phones_share_half_the_schedule_and_it_frees_as_time_passes() -> None:
+    w = World(ring=(8192, 4096), error_budget=10_000)
+    phones = [w.joined(f"10.0.1.{i}") for i in range(20)]
+    refused = 0
+    for peer, sink in phones:
+        sink.take()
+        for i in range(200):
+            w.send(peer, type="param", param="gain", value=0.5, at=w.now + 5 * S + i)
+        refused += sink.codes().count("SCHEDULE_FULL")
+    assert 20 * 200 - refused == 2_048  # half of 4,096 in all
+    peer, sink = phones[0]
+    w.send(peer, type="param", param="gain", value=0.5, at=w.now + 6 * S)
+    assert sink.codes() == ["SCHEDULE_FULL"]
+    w.send(peer, type="param", param="gain", value=0.5)  # due now: never refused
+    assert sink.codes() == []
+    w.now += 5 * S + 1_000  # every counted event is due: the shares are free again
+    w.send(peer, type="param", param="gain", value=0.5, at=w.now + S)
+    assert sink.codes() == []

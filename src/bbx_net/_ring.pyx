@@ -390,6 +390,11 @@ cdef class NetBufferProducer:
         return self._ring.capacity
 
     @property
+    def schedule_capacity(self) -> int:
+        """Messages the consumer's `drain_block` can hold for later blocks."""
+        return self._ring.pending_capacity
+
+    @property
     def dropped(self) -> int:
         """Sends refused because the ring was full, since creation."""
         return bbx_ring_dropped(self._ring)

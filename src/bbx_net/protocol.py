@@ -25,6 +25,7 @@ __all__ = [
     "INVALID_VALUE",
     "NOT_JOINED",
     "RATE_LIMITED",
+    "SCHEDULE_FULL",
     "ROOM_FULL",
     "SERVER_FULL",
     "UNKNOWN_PARAM",
@@ -64,6 +65,7 @@ UNKNOWN_PARAM: Final = "UNKNOWN_PARAM"
 INVALID_TIME: Final = "INVALID_TIME"
 RATE_LIMITED: Final = "RATE_LIMITED"
 SERVER_FULL: Final = "SERVER_FULL"
+SCHEDULE_FULL: Final = "SCHEDULE_FULL"
 
 ERROR_CODES: Final = frozenset(
     {
@@ -78,6 +80,7 @@ ERROR_CODES: Final = frozenset(
         INVALID_TIME,
         RATE_LIMITED,
         SERVER_FULL,
+        SCHEDULE_FULL,
     }
 )
 

@@ -121,6 +121,10 @@ class WsServerConfig:
         max_undeclared_params: distinct parameter names the server remembers when
             the host declared none (`params` empty); changes to further new names get
             UNKNOWN_PARAM. Names the host broadcasts count too.
+        max_scheduled_per_client: future events (`at` ahead of now) one phone may
+            have waiting in the audio side's schedule; beyond it, SCHEDULE_FULL. None:
+            1/8 of the server's share, which is half the schedule's capacity (the other
+            half stays free for events due now, so they never wait behind later ones).
     """
 
     bind_addr: str | tuple[str, int] = ("0.0.0.0", 8080)
@@ -149,6 +153,7 @@ class WsServerConfig:
     max_seats_per_address: int | None = None
     max_undeclared_params: int = 256
     guess_burst: int = 60
+    max_scheduled_per_client: int | None = None
 
     def __post_init__(self) -> None:
         parse_bind_addr(self.bind_addr)
@@ -180,6 +185,9 @@ class WsServerConfig:
         if self.max_undeclared_params < 0:
             n = self.max_undeclared_params
             raise ValueError(f"max_undeclared_params must be >= 0, got {n}")
+        per = self.max_scheduled_per_client
+        if per is not None and per < 1:
+            raise ValueError(f"max_scheduled_per_client must be at least 1 or None, got {per}")
         seats = self.max_seats_per_address
         if seats is not None and seats < 1:
             raise ValueError(f"max_seats_per_address must be at least 1 or None, got {seats}")

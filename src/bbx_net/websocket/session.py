@@ -15,6 +15,7 @@ any thread.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from ..protocol import (
     NOT_JOINED,
     RATE_LIMITED,
     ROOM_FULL,
+    SCHEDULE_FULL,
     SERVER_FULL,
     UNKNOWN_PARAM,
     InvalidText,
@@ -242,6 +244,53 @@ class _Room:
                 del self.by_address[peer.address]
 
 
+class ScheduleShare:
+    """Future events waiting in the audio side's schedule, counted by sender.
+
+    The consumer's schedule (drain_block's heap) has a fixed capacity; once full of
+    later events, anything behind them waits in the ring, an event due now included.
+    So the server admits future events only up to half that capacity in all, and one
+    sender only up to `per_sender` of them: what is due now always finds room, and one
+    phone cannot take the schedule from the others. An event counts until its time
+    (server clock), when the audio side takes it out of the schedule.
+    """
+
+    __slots__ = ("capacity", "per_sender", "total", "_heap", "_by", "_seq")
+
+    def __init__(self, capacity: int, per_sender: int) -> None:
+        self.capacity = capacity
+        self.per_sender = per_sender
+        self.total = 0
+        self._heap: list[tuple[int, int, object]] = []  # (at_us, seq, sender)
+        self._by: dict[object, int] = {}
+        self._seq = 0  # ties in time: first admitted, first out
+
+    def admit(self, sender: object, at_us: int, now_us: int) -> bool:
+        """True if an event for `at_us` may go to the schedule (counted), else False."""
+        if at_us <= now_us:
+            return True  # due now: passes through the schedule at once
+        heap, by = self._heap, self._by
+        while heap and heap[0][0] <= now_us:
+            _, _, done = heapq.heappop(heap)
+            self.total -= 1
+            left = by[done] - 1
+            if left:
+                by[done] = left
+            else:
+                del by[done]
+        if self.total >= self.capacity or by.get(sender, 0) >= self.per_sender:
+            return False
+        self.total += 1
+        by[sender] = by.get(sender, 0) + 1
+        self._seq += 1
+        heapq.heappush(heap, (at_us, self._seq, sender))
+        return True
+
+    def held(self, sender: object) -> int:
+        """Future events of `sender` counted now."""
+        return self._by.get(sender, 0)
+
+
 class _ErrorLog:
     """Internal errors, counted always and logged at most once per kind per minute."""
 
@@ -283,6 +332,9 @@ class Session:
         )
         self._peers: set[Peer] = set()
         self._clock_queue: deque[Peer] = deque()  # estimators with samples to fit
+        share = producer.schedule_capacity // 2
+        per = config.max_scheduled_per_client
+        self._schedule = ScheduleShare(share, per if per is not None else max(1, share // 8))
         self._by_node: dict[NodeId, Peer] = {}
         self._live: dict[str, _Room] = {}  # rooms with a connected member
         self._holding: set[Peer] = set()  # outboxes with something waiting
@@ -628,6 +680,8 @@ class Session:
         ):
             raise ProtocolError(UNKNOWN_PARAM, "Too many distinct parameter names")
         check_at(msg.at, now_us, self._horizon_us)
+        if msg.at is not None and not self._schedule.admit(seat.node_id, msg.at, now_us):
+            raise ProtocolError(SCHEDULE_FULL, "Too many events scheduled ahead")
         h = self._hashes.get(msg.param)
         if h is None:
             h = hash_param_name(msg.param)
@@ -656,6 +710,8 @@ class Session:
     def _on_trigger(self, peer: Peer, msg: Trigger, now_us: int) -> None:
         seat = self._require_joined(peer)
         check_at(msg.at, now_us, self._horizon_us)
+        if msg.at is not None and not self._schedule.admit(seat.node_id, msg.at, now_us):
+            raise ProtocolError(SCHEDULE_FULL, "Too many events scheduled ahead")
         node = seat.node_id
         ts = msg.at if msg.at is not None else now_us
         queued = self.producer.try_send_trigger(
