@@ -23,6 +23,7 @@ from ._ring import (
     net_buffer,
     ring_address,
 )
+from .block_clock import BlockClock
 from .clock_filter import OffsetEstimator
 from .errors import BbxNetError, ProducerThreadError
 from .message import (
@@ -51,6 +52,7 @@ __all__ = [
     "NetBufferProducer",
     "NodeId",
     "OffsetEstimator",
+    "BlockClock",
     "PayloadKind",
     "ProducerThreadError",
     "__version__",

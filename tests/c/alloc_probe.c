@@ -21,6 +21,10 @@ int main(int argc, char **argv) {
     }
     bbx_clock clock;
     bbx_clock_init(&clock);
+    bbx_block_clock blocks;
+    if (bbx_block_clock_init(&blocks, 48000, 256, 0) != 0) {
+        return 2;
+    }
     bbx_message m;
     memset(&m, 0, sizeof m);
     bbx_message out[16];
@@ -45,6 +49,7 @@ int main(int argc, char **argv) {
         }
         checksum += bbx_ring_len(ring) + bbx_ring_pending(ring) + bbx_clock_tick(&clock) % 2;
         checksum += bbx_clock_cached_us(&clock) % 2 + bbx_clock_now_us(&clock) % 2;
+        checksum += bbx_block_clock_next(&blocks, bbx_clock_now_us(&clock), 0) % 2;
         block_start += 5333;
 #ifdef BBX_PROBE_ALLOCATE
         void *volatile leak = malloc(16);

@@ -479,6 +479,86 @@ static inline uint64_t bbx_clock_cached_us(bbx_clock *c) {
     return atomic_load_explicit(&c->cached_us, memory_order_relaxed);
 }
 
+/* ---- the block clock (audio callbacks) ---- */
+
+/* Block start times that do not inherit the callback's wake-up lateness: frame n of
+ * the stream is at anchor + n * 1e6 / sample_rate (integer µs), re-anchored at the
+ * reading when it is more than max_error_us off (an xrun, a stall), and otherwise
+ * moved once a second by a quarter of the least lateness seen plus the drift rate
+ * learnt so far (a PI loop following the device's drift against the server clock).
+ * The C twin of bbx_net.BlockClock: same arithmetic. */
+typedef struct bbx_block_clock {
+    int64_t anchor_us;
+    int64_t frames;       /* frames since the anchor */
+    int64_t max_error_us;
+    int64_t error_us;     /* reading minus frame time, at the last block */
+    int64_t min_err;
+    int64_t rate_us;      /* drift learnt: µs the anchor moves per step */
+    uint64_t reanchors;   /* re-anchors after the first block */
+    uint32_t sample_rate;
+    uint32_t block_size;
+    uint32_t window;      /* blocks per drift step (about a second) */
+    uint32_t seen;
+    int started;
+} bbx_block_clock;
+
+/* max_error_us <= 0: the default, 4 blocks and at least 10 ms. Returns 0 on success,
+ * -1 when sample_rate or block_size is 0. */
+static inline int bbx_block_clock_init(bbx_block_clock *bc, uint32_t sample_rate,
+                                       uint32_t block_size, int64_t max_error_us) {
+    if (sample_rate == 0 || block_size == 0) {
+        return -1;
+    }
+    memset(bc, 0, sizeof(*bc));
+    bc->sample_rate = sample_rate;
+    bc->block_size = block_size;
+    if (max_error_us <= 0) {
+        int64_t block_us = (int64_t)block_size * 1000000 / (int64_t)sample_rate;
+        max_error_us = 4 * block_us > 10000 ? 4 * block_us : 10000;
+    }
+    bc->max_error_us = max_error_us;
+    bc->window = sample_rate / block_size > 0 ? sample_rate / block_size : 1;
+    return 0;
+}
+
+/* The start (server-clock µs) of the block about to be rendered: call once per block
+ * with the clock read at the top of the callback (bbx_clock_now_us) and the block's
+ * frames (0: block_size). No allocation, no lock, no system call. */
+static inline uint64_t bbx_block_clock_next(bbx_block_clock *bc, uint64_t now_us,
+                                            uint32_t frames) {
+    int64_t now = (int64_t)now_us;
+    int64_t n = frames ? (int64_t)frames : (int64_t)bc->block_size;
+    if (!bc->started) {
+        bc->started = 1;
+        bc->anchor_us = now;
+        bc->frames = 0;
+        bc->seen = 0;
+    }
+    int64_t start = bc->anchor_us + bc->frames * 1000000 / (int64_t)bc->sample_rate;
+    int64_t err = now - start;
+    bc->error_us = err;
+    if (err > bc->max_error_us || -err > bc->max_error_us) {
+        bc->reanchors++;
+        bc->anchor_us = now;
+        bc->frames = 0;
+        bc->seen = 0;
+        start = now;
+    } else {
+        if (bc->seen == 0 || err < bc->min_err) {
+            bc->min_err = err;
+        }
+        bc->seen++;
+        if (bc->seen >= bc->window) {
+            /* A PI loop; C's division truncates towards zero, as the twin's _div. */
+            bc->rate_us += bc->min_err / 16;
+            bc->anchor_us += bc->min_err / 4 + bc->rate_us;
+            bc->seen = 0;
+        }
+    }
+    bc->frames += n;
+    return start > 0 ? (uint64_t)start : 0;
+}
+
 #ifdef __cplusplus
 }
 #endif
