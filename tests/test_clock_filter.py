@@ -267,6 +267,7 @@ def test_bbx_client_js_gives_the_same_answers_as_the_python_filter() -> None:
                 est.route_changes,
                 est.bursting,
                 est.samples,
+                est.ping_interval_us,
             ]
             for a, b in zip(ours, theirs, strict=True):
                 assert a == b  # the same operations in the same order: the same doubles

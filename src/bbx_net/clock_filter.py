@@ -50,6 +50,7 @@ EXCESS_FLOOR_US = 20.0  # round-trip spread below this is timer noise, not queue
 SCALE_FLOOR_US = 5.0
 REJECT = 3.5  # residuals beyond REJECT robust scales are outliers
 SHRINK = 2.0  # drift is used as b^2 / (b^2 + (SHRINK * SE)^2) of itself
+ONE_SIDED = 2.5  # slow exchanges scatter this much more than fast ones: queueing
 CHANGE_RUN = 6  # this many samples in a row on one side of the fit ...
 CHANGE_SCALES = 3.0  # ... each beyond this many scales ...
 CHANGE_FLOOR_US = 100.0  # ... and this many µs is a route change
@@ -57,6 +58,8 @@ SLEW = 0.05  # the reported offset falls at most 50 ms per second
 BURST_INTERVAL_US = 50e3
 BURST_SAMPLES = 20  # after a join or a route change
 STEADY_INTERVAL_US = 250e3
+NOISY_INTERVAL_US = 100e3  # steady, on a path whose samples scatter by ...
+NOISY_SCALE_US = 1_000.0  # ... more than this (averaging needs more of them)
 
 
 def _wmedian(values: Sequence[float], weights: Sequence[float]) -> float:
@@ -236,8 +239,13 @@ class OffsetEstimator:
 
     @property
     def ping_interval_us(self) -> float:
-        """When to ping next: a burst after a join or a suspected change, then steady."""
-        return BURST_INTERVAL_US if self._burst_left > 0 else STEADY_INTERVAL_US
+        """When to ping next: a burst after a join or a suspected change, then steady
+        (faster on a noisy path, where only more samples bring the error down)."""
+        if self._burst_left > 0:
+            return BURST_INTERVAL_US
+        if self._t and self._get_fit()[5] > NOISY_SCALE_US:
+            return NOISY_INTERVAL_US
+        return STEADY_INTERVAL_US
 
     # ---- the fit ------------------------------------------------------------------
 
@@ -304,6 +312,60 @@ def _typical_excess(r: Sequence[float], lo: float) -> float:
     return max(x[len(x) // 2], EXCESS_FLOOR_US)
 
 
+def _weights(
+    r: Sequence[float],
+    lo: float,
+    median_excess: float,
+    e: Sequence[float],
+    c: float,
+    scale: float,
+    start: list[float],
+) -> list[float]:
+    """Inverse-variance weights from how the scatter grows with the excess round trip.
+
+    Models residual^2 ~ alpha + beta * excess^2, with alpha and beta from the inliers
+    at or below and above the median excess. Jitter alike both ways gives beta ~ 0:
+    equal weights. One-sided queueing gives alpha ~ 0: weights ~ 1 / excess^2 (the
+    fastest exchanges are nearly exact). Too few samples: the start's weights.
+    """
+    n = len(r)
+    v_lo = q_lo = v_hi = q_hi = 0.0
+    n_lo = n_hi = 0
+    limit = REJECT * scale
+    for i in range(n):
+        d = e[i] - c
+        if d > limit or -d > limit:
+            continue
+        x = r[i] - lo
+        if x <= median_excess:
+            v_lo += d * d
+            q_lo += x * x
+            n_lo += 1
+        else:
+            v_hi += d * d
+            q_hi += x * x
+            n_hi += 1
+    if n_lo < MIN_SLOPE_SAMPLES or n_hi < MIN_SLOPE_SAMPLES:
+        return start
+    v_lo /= n_lo
+    q_lo /= n_lo
+    v_hi /= n_hi
+    q_hi /= n_hi
+    if v_hi < ONE_SIDED * v_lo:
+        return start  # scatter hardly grows with the round trip: keep the mild weights
+    beta = (v_hi - v_lo) / (q_hi - q_lo) if q_hi > q_lo else 0.0
+    if beta < 0.0:
+        beta = 0.0
+    alpha = v_lo - beta * q_lo
+    if alpha < SCALE_FLOOR_US * SCALE_FLOOR_US:
+        alpha = SCALE_FLOOR_US * SCALE_FLOOR_US
+    out = []
+    for v in r:
+        x = v - lo
+        out.append(alpha / (alpha + beta * x * x))
+    return out
+
+
 def _fit(t: Sequence[float], o: Sequence[float], r: Sequence[float], track_drift: bool) -> _Fit:
     """Weighted, outlier-rejecting fit of offset = a + b (t - t_mean)."""
     n = len(t)
@@ -334,6 +396,7 @@ def _fit(t: Sequence[float], o: Sequence[float], r: Sequence[float], track_drift
     e = [o[i] - b * (t[i] - t[0]) for i in range(n)]
     c = _wmedian(e, w)
     scale = max(1.4826 * _wmedian([abs(v - c) for v in e], w), SCALE_FLOOR_US)
+    w = _weights(r, lo, s, e, c, scale, w)
     a = c
     tm = t[0]
     se = scale

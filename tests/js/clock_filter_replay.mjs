@@ -11,7 +11,7 @@ const out = cases.map(({ exchanges, slew }) => {
   return exchanges.map(([t1, t2, t3, t4]) => {
     f.addSample(t1, t2, t3, t4);
     return [f.offsetUs, f.offsetAt(t4 + 100e3), f.driftPpm, f.errorUs, f.routeChanges,
-      f.bursting, f.samples];
+      f.bursting, f.samples, f.pingIntervalUs];
   });
 });
 process.stdout.write(JSON.stringify(out));

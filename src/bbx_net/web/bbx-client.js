@@ -45,6 +45,7 @@ const CF_EXCESS_FLOOR_US = 20.0;
 const CF_SCALE_FLOOR_US = 5.0;
 const CF_REJECT = 3.5;
 const CF_SHRINK = 2.0;
+const CF_ONE_SIDED = 2.5;
 const CF_CHANGE_RUN = 6;
 const CF_CHANGE_SCALES = 3.0;
 const CF_CHANGE_FLOOR_US = 100.0;
@@ -52,6 +53,8 @@ const CF_SLEW = 0.05;
 const CF_BURST_INTERVAL_US = 50e3;
 const CF_BURST_SAMPLES = 20;
 const CF_STEADY_INTERVAL_US = 250e3;
+const CF_NOISY_INTERVAL_US = 100e3;
+const CF_NOISY_SCALE_US = 1000.0;
 
 function wmedian(values, weights) {
   const order = values.map((_, i) => i);
@@ -72,13 +75,55 @@ function typicalExcess(r, lo) {
   return Math.max(x[Math.floor(x.length / 2)], CF_EXCESS_FLOOR_US);
 }
 
+// Inverse-variance weights from how the scatter grows with the excess round trip
+// (residual^2 ~ alpha + beta * excess^2), used when slow exchanges scatter clearly
+// more than fast ones (queueing); otherwise the start's mild weights.
+function varianceWeights(r, lo, medianExcess, e, c, scale, start) {
+  const n = r.length;
+  let vLo = 0.0;
+  let qLo = 0.0;
+  let vHi = 0.0;
+  let qHi = 0.0;
+  let nLo = 0;
+  let nHi = 0;
+  const limit = CF_REJECT * scale;
+  for (let i = 0; i < n; i++) {
+    const d = e[i] - c;
+    if (d > limit || -d > limit) continue;
+    const x = r[i] - lo;
+    if (x <= medianExcess) {
+      vLo += d * d;
+      qLo += x * x;
+      nLo += 1;
+    } else {
+      vHi += d * d;
+      qHi += x * x;
+      nHi += 1;
+    }
+  }
+  if (nLo < CF_MIN_SLOPE_SAMPLES || nHi < CF_MIN_SLOPE_SAMPLES) return start;
+  vLo /= nLo;
+  qLo /= nLo;
+  vHi /= nHi;
+  qHi /= nHi;
+  if (vHi < CF_ONE_SIDED * vLo) return start;
+  let beta = qHi > qLo ? (vHi - vLo) / (qHi - qLo) : 0.0;
+  if (beta < 0.0) beta = 0.0;
+  let alpha = vLo - beta * qLo;
+  if (alpha < CF_SCALE_FLOOR_US * CF_SCALE_FLOOR_US) alpha = CF_SCALE_FLOOR_US * CF_SCALE_FLOOR_US;
+  return r.map((v) => {
+    const x = v - lo;
+    return alpha / (alpha + beta * x * x);
+  });
+}
+
 function fitSamples(t, o, r, trackDrift) {
   const n = t.length;
   if (n === 1) return [t[0], o[0], 0.0, 0.0, r[0] / 2.0, CF_SCALE_FLOOR_US];
   let lo = Infinity;
   for (const v of r) if (v < lo) lo = v;
   const s = typicalExcess(r, lo);
-  const w = r.map((v) => {
+  let w = r.map((v) => {
     const q = (v - lo) / s;
     return 1.0 / (1.0 + q * q);
   });
@@ -101,6 +146,7 @@ function fitSamples(t, o, r, trackDrift) {
   let e = o.map((v, i) => v - b * (t[i] - t[0]));
   let c = wmedian(e, w);
   let scale = Math.max(1.4826 * wmedian(e.map((v) => Math.abs(v - c)), w), CF_SCALE_FLOOR_US);
+  w = varianceWeights(r, lo, s, e, c, scale, w);
   let a = c;
   let tm = t[0];
   let se = scale;
@@ -260,7 +306,9 @@ export class ClockFilter {
 
   /** When to ping next, µs: a burst after a join or a suspected change, then steady. */
   get pingIntervalUs() {
-    return this._burstLeft > 0 ? CF_BURST_INTERVAL_US : CF_STEADY_INTERVAL_US;
+    if (this._burstLeft > 0) return CF_BURST_INTERVAL_US;
+    if (this._t.length && this._getFit()[5] > CF_NOISY_SCALE_US) return CF_NOISY_INTERVAL_US;
+    return CF_STEADY_INTERVAL_US;
   }
 
   _reportAt(t) {
@@ -336,7 +384,9 @@ export class BbxClient {
    * @param {number} [options.reconnectDelay=1000] first retry delay (ms); doubles.
    * @param {number} [options.maxReconnectAttempts=Infinity] give up after this many.
    * @param {number} [options.pingInterval=250] ms between clock-sync pings once
-   *   synced (a burst of 50 ms pings follows a join or a suspected route change).
+   *   synced. The clock filter sets the schedule: a burst of 50 ms pings after a join
+   *   or a suspected route change, then 250 ms (100 ms on a noisy path); a value
+   *   above 250 slows the steady part down to it.
    * @param {number} [options.connectionTimeout=10000] ms without a pong = dead socket.
    */
   constructor(options) {
@@ -350,6 +400,8 @@ export class BbxClient {
     this.reconnectDelay = o.reconnectDelay ?? 1000;
     this.maxReconnectAttempts = o.maxReconnectAttempts ?? Infinity;
     this.pingInterval = o.pingInterval ?? 250;
+    // An explicit pingInterval above the filter's steady 250 ms is kept as a floor.
+    this._steadyFloor = o.pingInterval !== undefined && o.pingInterval > 250 ? o.pingInterval : 0;
     this.connectionTimeout = o.connectionTimeout ?? 10000;
 
     /** Current parameter values and ranges, by name: {value, min, max}. */
@@ -654,7 +706,11 @@ export class BbxClient {
     }
     this._send(msg);
     clearTimeout(this._pingTimer);
-    const next = this.clock.bursting ? CF_BURST_INTERVAL_US / 1000 : this.pingInterval;
+    // The filter's schedule; pingInterval (when set above its steady 250 ms) slows
+    // the steady part down.
+    const next = this.clock.bursting
+      ? CF_BURST_INTERVAL_US / 1000
+      : Math.max(this.clock.pingIntervalUs / 1000, this._steadyFloor);
     this._pingTimer = setTimeout(() => this._ping(), next);
   }
 
