@@ -8,8 +8,10 @@ The server runs here with a simulated audio device: a thread that wakes for each
 start from BlockClock and drains the ring with drain_block. Each event's frame is
 turned into true time from the device's own schedule (CLOCK_MONOTONIC, shared with the
 phones), and compared with the time the phone meant (its CLOCK_MONOTONIC stamp plus
-100 ms). Two phones run at once in each cell: one schedules by our estimate, one by
-the naive last-ping estimate (bench/clock_client.py), through the same relay.
+100 ms). `--tick` takes block starts from the clock read at each wake-up instead, as
+the README's loop did before BlockClock. Two phones run at once in each cell: one
+schedules by our estimate, one by the naive last-ping estimate
+(bench/clock_client.py), through the same relay.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ CELLS = ["loopback", "(10,5)"]
 class Device(threading.Thread):
     """The audio callback: rendered[value] = true CLOCK_MONOTONIC µs of the event's frame."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, tick: bool = False) -> None:
         super().__init__(daemon=True)
+        self.tick = tick  # block start = the clock read at each wake-up (the old way)
         self.server = server
         self.stop = threading.Event()
         self.rendered: dict[int, float] = {}
@@ -61,7 +64,7 @@ class Device(threading.Thread):
                 time.sleep(left / 1e6)
             now = clock.now_us()
             self.late_us.append(now + self.server.origin_us - due)
-            start = blocks.next_block(now)
+            start = now if self.tick else blocks.next_block(now)
             n = self.server.consumer.drain_block(out, start, RATE, BLOCK)
             for e in out[:n]:
                 if e["param_hash"] == wanted:
@@ -69,9 +72,9 @@ class Device(threading.Thread):
             k += 1
 
 
-def run_cell(name: str, seconds: float, after: float) -> dict[str, list[float]]:
+def run_cell(name: str, seconds: float, after: float, tick: bool) -> dict[str, list[float]]:
     server = Server(params=[ParamSpec("e2e", 0.0, 0.0, 1e6)])
-    device = Device(server)
+    device = Device(server, tick)
     device.start()
     relay = None
     port = server.port
@@ -116,12 +119,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--events-after", type=float, default=30.0)
+    ap.add_argument(
+        "--tick", action="store_true", help="block starts from clock.tick() (no BlockClock)"
+    )
     args = ap.parse_args()
     print("| path | estimate | events | lost | |error| samples p50 | p99 | max |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name in CELLS:
         print(f"... {name}", file=sys.stderr, flush=True)
-        r = run_cell(name, args.seconds, args.events_after)
+        r = run_cell(name, args.seconds, args.events_after, args.tick)
         for est in ("ours", "naive"):
             errs = sorted(r[est])
             if not errs:

@@ -682,7 +682,7 @@ def test_the_server_estimates_a_reporting_client_from_the_same_exchanges() -> No
         mine.add_sample(t1, pong["server_time"], pong["server_time"], t4)
         last = [t1, pong["server_time"], t4]
         w.now += 50_000
-    w.session.housekeeping(w.now)
+    w.session.refit_clocks()
     (stats,) = w.session.client_stats()
     # Half the 1 ms asymmetry is invisible to both; both see the same thing.
     assert stats.clock_offset_us == pytest.approx(client_ahead + 500, abs=1)
@@ -693,7 +693,7 @@ def test_the_server_estimates_a_reporting_client_from_the_same_exchanges() -> No
     before = stats.clock_offset_us
     w.send(peer, type="ping", client_time=1, last=[0, 12345, 10], offset=0, rtt=10)
     sink.take()
-    w.session.housekeeping(w.now)
+    w.session.refit_clocks()
     assert w.session.client_stats()[0].clock_offset_us == before  # not a pong we sent
 
     old, old_sink = w.joined("10.0.0.2")

@@ -17,9 +17,11 @@ took equally long) and its round trip. How wrong one sample is depends on the pa
   the estimate is off by half the difference, whatever the filter.
 
 So the filter fits offset = a + b * t over a long window (256 samples, at most 64 s)
-with weights that favour low round trips only as much as the spread of round trips
-says (1 / (1 + (excess / typical excess)^2)), after a robust start (medians and a
-two-group slope) and with outliers (a lost and retransmitted packet, say) rejected.
+after a robust start (medians and a two-group slope), with outliers (a lost and
+retransmitted packet, say) rejected. The weights favour low round trips only as much
+as the data says: mildly (1 / (1 + (excess / typical excess)^2)) unless slow exchanges
+scatter clearly more than fast ones, when they are inverse-variance weights from
+residual^2 ~ alpha + beta * excess^2 (queueing: the fastest count most).
 The drift b is used only in proportion to how well the data determines it (shrunk
 towards 0 by b^2 / (b^2 + (2 SE)^2)), so a clock that does not drift is not made to.
 A sustained shift (K samples in a row on one side, beyond 3 scales and 100 µs: a new
@@ -82,8 +84,10 @@ class OffsetEstimator:
     """Estimates a peer's clock offset (peer minus local, µs) from ping exchanges.
 
     Timestamps follow `ntp_offset`: t1/t4 on the local (estimating) side, t2/t3 on the
-    peer. `add_sample` is cheap; the fit runs when an estimate is read after new
-    samples (a few hundred µs for a full window), and route changes are checked then.
+    peer. The fit (about a millisecond for a full window in CPython) runs on each
+    sample with `slew`, else when an estimate is read after new samples; route
+    changes are checked then. Unlike the JS twin, which ignores a bad sample, this
+    one raises ValueError for it.
 
     Args:
         window: samples kept at most (1..4096).

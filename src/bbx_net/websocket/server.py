@@ -663,6 +663,7 @@ class WsServer:
         self._every(self.config.ping_interval, self._keepalive)
         every = min(1.0, self.config.room.expiration / 4, self.config.join_timeout / 4)
         self._every(every, self._housekeeping)
+        self._every(0.1, self._refit_clocks)  # a few clock fits at a time: no long pause
         logger.info("listening on %s:%d", host, self._port)
 
     async def stop(self) -> None:
@@ -758,6 +759,9 @@ class WsServer:
     def _housekeeping(self) -> None:
         self._session.housekeeping(self.clock.now_us())
         self._after_session()
+
+    def _refit_clocks(self) -> None:
+        self._session.refit_clocks()
 
     def _after_session(self) -> None:
         """Keeps a flush timer running while some outbox holds messages."""

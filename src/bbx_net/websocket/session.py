@@ -88,7 +88,7 @@ CLOSE_POLICY, CLOSE_TRY_LATER = 1008, 1013
 _LOG_EVERY_US = 60_000_000
 _PONGS_REMEMBERED = 8  # a client's clock report must name one of these pongs
 _FIT_AT_ONCE = 16  # estimators with this few samples are fitted on every sample
-_FITS_PER_TICK = 64  # larger ones wait for housekeeping, this many per tick
+_FITS_PER_TICK = 4  # larger ones wait for refit_clocks, this many per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,7 +502,6 @@ class Session:
             logger.info("room %s expired", code)
             self._close_room(code, "expired")
         self._rooms.purge(now)
-        self._refit_clocks()
 
     # ---- public: the host ---------------------------------------------------------------
 
@@ -769,11 +768,12 @@ class Session:
             peer.clock_queued = True
             self._clock_queue.append(peer)
 
-    def _refit_clocks(self) -> None:
-        """Refits up to _FITS_PER_TICK estimators with new samples (a full window
-        costs about a millisecond; this bounds the cost per housekeeping tick)."""
+    def refit_clocks(self, budget: int = _FITS_PER_TICK) -> None:
+        """Refits up to `budget` clock estimators that have new samples, oldest
+        waiting first. A full window costs about a millisecond, so the transport calls
+        this often with a small budget (the loop never pauses long for it)."""
         queue = self._clock_queue
-        for _ in range(min(len(queue), _FITS_PER_TICK)):
+        for _ in range(min(len(queue), budget)):
             peer = queue.popleft()
             peer.clock_queued = False
             est = peer.estimator
