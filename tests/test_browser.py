@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import re
 import shutil
 import threading
 import time
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
 from bbx_net import MessageType, hash_param_name, net_buffer
 from bbx_net.websocket import (
     CommandChannel,
     ParamSpec,
+    RoomConfig,
     ServerCommand,
     WsServer,
     WsServerConfig,
@@ -51,7 +53,8 @@ CHROMIUM_ARGS = [
 class ThreadServer:
     """A WsServer on its own event-loop thread, as an audio host would run it."""
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, port: int = 0, **config: Any) -> None:
+        self.stopped = False
         config.setdefault(
             "params", [ParamSpec("gain", 0.5, 0.0, 1.0), ParamSpec("freq", 440.0, 20.0, 2000.0)]
         )
@@ -59,7 +62,7 @@ class ThreadServer:
         self.producer, self.consumer = net_buffer(4096)
         self.commands = CommandChannel()
         self.server = WsServer(
-            WsServerConfig(bind_addr=("127.0.0.1", 0), **config), self.producer, self.commands
+            WsServerConfig(bind_addr=("127.0.0.1", port), **config), self.producer, self.commands
         )
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
@@ -121,6 +124,9 @@ class ThreadServer:
         self.stop()
 
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(20)
         # The pages are still open and may reconnect while the server stops: let the
         # connections made meanwhile (refused at once) finish closing before the loop.
@@ -206,6 +212,88 @@ def test_a_link_with_the_room_key_joins_where_typed_codes_are_throttled(
     page.goto(f"{server.url}?room={server.code}&key={key}")
     expect(page.get_by_test_id("control-screen")).to_be_visible()
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+
+
+class Away:
+    """Routes the page's WebSockets through Playwright: while `on`, every connection
+    the page opens is closed at once (the phone is out of range)."""
+
+    def __init__(self, page: Page) -> None:
+        self.on = False
+        page.route_web_socket(re.compile(".*"), self._route)
+
+    def _route(self, ws: WebSocketRoute) -> None:
+        if self.on:
+            ws.close()
+        else:
+            ws.connect_to_server()
+
+    def leave(self, server: ThreadServer) -> None:
+        """Out of range: the phone's connection drops and cannot come back."""
+        self.on = True
+        server.call(lambda: [c.abort() for c in list(server.server._connections)])
+
+
+def test_a_phone_back_after_a_server_restart_is_told_the_room_ended(
+    page: Page, server: ThreadServer
+) -> None:
+    """The server dies (no goodbye) and comes back on the same port with new rooms: the
+    phone's reconnect gets INVALID_ROOM and the page says so on the join form, where
+    the new code works; never a banner stuck on "Reconnecting"."""
+    open_joined(page, server)
+    port = server.server.port
+    server.crash()
+    restarted = ThreadServer(port=port)
+    try:
+        expect(page.get_by_test_id("join-screen")).to_be_visible()
+        expect(page.get_by_test_id("join-error")).to_contain_text("This room has ended")
+        expect(page.get_by_test_id("reconnecting")).to_be_hidden()
+        page.get_by_test_id("code").fill(restarted.code)
+        page.get_by_test_id("join").click()
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+    finally:
+        restarted.stop()
+
+
+def test_a_room_that_expired_while_the_phone_was_away_ends_clearly(page: Page) -> None:
+    server = ThreadServer(room=RoomConfig(expiration=4.0))
+    try:
+        away = Away(page)
+        open_joined(page, server)
+        away.leave(server)
+        expect(page.get_by_test_id("reconnecting")).to_be_visible()
+        deadline = time.monotonic() + 20 * TIMEOUT_SCALE
+        while server.call(lambda: server.server.stats().rooms) > 0:
+            assert time.monotonic() < deadline, "the room did not expire"
+            time.sleep(0.2)
+        away.on = False
+        page.evaluate("window.bbxClient._wake()")  # as when the phone's screen turns on
+        expect(page.get_by_test_id("join-error")).to_contain_text("This room has ended")
+        expect(page.get_by_test_id("join-screen")).to_be_visible()
+    finally:
+        server.stop()
+
+
+def test_slider_moves_made_offline_are_marked_and_sent_on_reconnect(
+    page: Page, server: ThreadServer
+) -> None:
+    away = Away(page)
+    open_joined(page, server)
+    away.leave(server)
+    expect(page.get_by_test_id("reconnecting")).to_be_visible()
+    page.evaluate("""() => {
+        const s = document.querySelector('[data-testid="slider-gain"]');
+        s.value = 0.25; s.dispatchEvent(new Event("input"));
+        setTimeout(() => { s.value = 0.875; s.dispatchEvent(new Event("input")); }, 100);
+    }""")
+    expect(page.get_by_test_id("unsent")).to_contain_text("1 change will be sent")
+    assert server.received("gain", timeout=0.5) == []
+    away.on = False
+    page.evaluate("window.bbxClient._wake()")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+    assert server.received("gain") == [pytest.approx(0.875)]  # the latest value only
+    expect(page.get_by_test_id("value-gain")).to_have_text("0.875")
+    expect(page.get_by_test_id("unsent")).to_have_text("")
 
 
 def test_host_broadcast_moves_the_slider(page: Page, server: ThreadServer) -> None:

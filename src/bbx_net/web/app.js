@@ -153,6 +153,28 @@ async function join(code, name, key) {
   client.on("error", (e) => {
     if (e.code === "RECONNECT_FAILED") setStatus("offline", "offline");
   });
+  client.on("unsent", (n) => {
+    $("unsent").textContent = n ? ` ${n} change${n > 1 ? "s" : ""} will be sent when back.` : "";
+  });
+  // A reconnect the server refused: back to the join form with what happened.
+  const refused = (text, clearCode) => () => {
+    const gone = client;
+    client = null;
+    gone?.disconnect();
+    $("reconnecting").hidden = true;
+    setStatus("idle", "not connected");
+    if (clearCode) $("code").value = "";
+    const url = new URL(location.href);
+    url.searchParams.delete("room");
+    url.searchParams.delete("key");
+    history.replaceState(null, "", url);
+    show("join-screen");
+    $("join-error").textContent = text;
+  };
+  client.on("roomEnded", refused("This room has ended. Enter the new code.", true));
+  client.on("roomFull", refused("The room is full now. Try again later.", false));
+  client.on("rateLimited", refused("Too many attempts. Wait a minute and join again.", false));
+  client.on("serverFull", refused("The server is full. Try again soon.", false));
   setStatus("connecting", "connecting…");
   try {
     await client.connect();

@@ -14,13 +14,25 @@
 //  - reconnection with exponential backoff and jitter that resumes the same node id
 //    with the server's session token (also across a page reload, via sessionStorage);
 //  - reconnects at once when the page becomes visible again or the network returns;
-//  - a pong timeout that notices a dead socket instead of waiting for TCP.
+//  - a pong timeout that notices a dead socket instead of waiting for TCP;
+//  - a reconnect the server refuses ends in one clear event (roomEnded, roomFull,
+//    rateLimited, serverFull) instead of a retry loop or a silent open socket;
+//  - parameter changes made while offline are kept (latest per name, `unsent`,
+//    event "unsent" with the count) and sent on reconnect (event "flushed").
 //
 // Local time is performance.now() (milliseconds, monotonic); server time is the
 // server clock in integer microseconds.
 
 const MAX_BACKOFF_MS = 30000;
 const FATAL_JOIN_ERRORS = new Set(["INVALID_ROOM", "ROOM_FULL", "RATE_LIMITED", "SERVER_FULL"]);
+// The event a refused rejoin emits, by error code: the room ended (expired, or the
+// server restarted with new rooms), filled up, or the server throttles or is full.
+const REJOIN_REFUSED = {
+  INVALID_ROOM: "roomEnded",
+  ROOM_FULL: "roomFull",
+  RATE_LIMITED: "rateLimited",
+  SERVER_FULL: "serverFull",
+};
 
 function nowUs() {
   return performance.now() * 1000;
@@ -422,6 +434,9 @@ export class BbxClient {
     /** The clock filter: server minus local clock from the pings. */
     this.clock = new ClockFilter();
     this._last = null; // [client_time, server_time, receive_time] of the last pong
+    /** Parameter changes made while offline (name -> value), sent on reconnect. */
+    this.unsent = new Map();
+    this._resync = false; // the next `state` follows a (re)join: apply `unsent` to it
     this._pingTimer = null;
     this._retryTimer = null;
     this._lastPong = 0;
@@ -452,6 +467,7 @@ export class BbxClient {
       this._send({ type: "leave" });
     }
     if (this._ws) this._ws.close(1000, "leave");
+    this.unsent.clear();
     this._forgetSession();
     this._setConnected(false);
   }
@@ -461,7 +477,14 @@ export class BbxClient {
     const msg = { type: "param", param, value };
     if (at !== undefined && at !== null) msg.at = Math.max(0, Math.round(at));
     if (this.state[param]) this.state[param].value = value;
-    return this._send(msg);
+    if (this._send(msg)) return true;
+    if (!this._closedByUser && !this._roomClosed) {
+      // Offline: the latest value per parameter goes out on reconnect (without its
+      // `at`, which was meant for a moment that has passed).
+      this.unsent.set(param, value);
+      this._emit("unsent", this.unsent.size);
+    }
+    return false;
   }
 
   /**
@@ -552,10 +575,11 @@ export class BbxClient {
           resolve(msg);
         } else if (!settled && msg.type === "error" && FATAL_JOIN_ERRORS.has(msg.code)) {
           settled = true;
-          this._closedByUser = !isRetry; // a wrong code is not worth retrying
+          this._closedByUser = true; // a wrong code is not worth retrying
           const err = new Error(msg.message || msg.code);
           err.code = msg.code;
-          reject(err);
+          if (isRetry) this._rejoinRefused(ws, msg);
+          else reject(err);
         }
         this._handle(msg);
       };
@@ -586,6 +610,7 @@ export class BbxClient {
         this._lastPong = performance.now();
         this.clock.reset();
         this._last = null;
+        this._resync = true;
         this._startPings();
         this._emit("connected", msg);
         break;
@@ -595,6 +620,7 @@ export class BbxClient {
           this.state[p.name] = { value: p.value, min: p.min, max: p.max };
         }
         this.triggers = msg.triggers || this.triggers;
+        if (this._resync) this._sendUnsent();
         this._emit("state", this.state, msg);
         break;
       case "update":
@@ -625,6 +651,38 @@ export class BbxClient {
     if (!this._ws || this._ws.readyState !== WebSocket.OPEN || !this.isConnected) return false;
     this._ws.send(JSON.stringify(msg));
     return true;
+  }
+
+  _sendUnsent() {
+    // Right after a (re)join: what changed offline wins over the state just received,
+    // and goes to the server now.
+    this._resync = false;
+    if (this.unsent.size === 0) return;
+    const sent = [...this.unsent];
+    this.unsent.clear();
+    for (const [param, value] of sent) {
+      if (this.state[param]) this.state[param].value = value;
+      this._send({ type: "param", param, value });
+    }
+    this._emit("unsent", 0);
+    this._emit("flushed", sent);
+  }
+
+  _rejoinRefused(ws, msg) {
+    // A reconnect the server refused: the room is gone (or full, or we are
+    // throttled). Retrying the same join cannot help; say so and stop.
+    this._stopTimers();
+    clearTimeout(this._retryTimer);
+    this.isReconnecting = false;
+    this._forgetSession();
+    this._ws = null;
+    try {
+      ws.close(1000, "rejoin refused");
+    } catch {
+      // already closing
+    }
+    this._setConnected(false);
+    this._emit(REJOIN_REFUSED[msg.code], { ...msg, unsent: this.unsent.size });
   }
 
   _connectionLost(code, reason) {
