@@ -1,19 +1,20 @@
 """The seed's "Basic Usage", in Python: make a ring, create a room, serve.
 
-Run: python examples/basic_server.py   (then join the printed code from a phone)
+Run: python examples/basic_server.py [HOST:PORT]   (default 0.0.0.0:8080; then join the
+printed code from a phone). Ctrl-C or SIGTERM closes every phone's page and exits 0.
 """
 
-import asyncio
+import sys
 
 from bbx_net import net_buffer
-from bbx_net.websocket import CommandChannel, ServerCommand, WsServer, WsServerConfig
+from bbx_net.websocket import CommandChannel, ServerCommand, WsServer, WsServerConfig, run
 
 
-async def main() -> None:
+async def main(bind: str) -> None:
     producer, consumer = net_buffer(256)
     commands = CommandChannel(256)
 
-    config = WsServerConfig(bind_addr="0.0.0.0:8080")
+    config = WsServerConfig(bind_addr=bind)
 
     server = WsServer(config, producer, commands)
 
@@ -21,11 +22,12 @@ async def main() -> None:
     create = ServerCommand.CreateRoom()
     await commands.send(create)
     room_code = await create
-    print(f"Room code: {room_code}")
+    await server.start()
+    print(f"Room code: {room_code} (port {server.port})", flush=True)
 
-    # Run server (returns on a Shutdown command or Ctrl-C)
+    # Serve until a Shutdown command, Ctrl-C or SIGTERM (phones get `closed`)
     await server.run()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main(sys.argv[1] if len(sys.argv) > 1 else "0.0.0.0:8080"))

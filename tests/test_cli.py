@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -202,3 +203,104 @@ def test_serve_end_to_end_and_sigterm_closes_phones(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_urls_put_ipv6_in_brackets_and_numbers_read_plainly() -> None:
+    from bbx_net.cli import lan_urls, readable
+
+    assert lan_urls("::1", 8097, "1234") == ["http://[::1]:8097/?room=1234"]
+    assert lan_urls("127.0.0.1", 8097, "1234", secure=True) == ["https://127.0.0.1:8097/?room=1234"]
+    values = (1840.0, 440.5, 12.25, 0.125, -0.5, 0.0, 0.123456, 2.5e-7)
+    assert [readable(v) for v in values] == [
+        "1840", "440.5", "12.25", "0.125", "-0.5", "0", "0.1235", "2.5e-07"
+    ]  # fmt: skip
+
+
+def _serve(*flags: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bbx_net", "serve", "--host", "127.0.0.1", "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, limit: int = 400) -> str:
+    assert proc.stdout is not None
+    text = ""
+    for _ in range(limit):
+        line = proc.stdout.readline()
+        text += line
+        if needle in line or not line:
+            break
+    return text
+
+
+def test_a_fixed_room_outlives_its_expiry_and_flags_replace_the_demo_set() -> None:
+    """--room/--room-key: the same code and link; when the room expires a new one with
+    the same code opens and is announced; --param alone means no demo parameters."""
+    key = "poster-key-0123456789"
+    proc = _serve(
+        "--room", "0042", "--room-key", key, "--expiration", "2", "--param", "gain=0.5",
+        "--monitor-interval", "0.1", "--no-qr",
+    )  # fmt: skip
+    try:
+        head = _read_until(proc, "Ctrl-C to stop")
+        assert "room 0042" in head and f"?room=0042&key={key}" in head, head
+        assert "gain 0.5 [0..1]" in head and "freq" not in head
+        assert "Trigger pads: (none)" in head
+        again = _read_until(proc, f"?room=0042&key={key}")
+        assert "room 0042 has ended; a new room is open" in again, again
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", head).group(1))  # type: ignore[union-attr]
+
+        async def phone() -> str:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+                await ws.send('{"type": "join", "room_code": "0042"}')
+                return str(orjson.loads(await ws.recv())["type"])
+
+        assert asyncio.run(asyncio.wait_for(phone(), 20 * TIMEOUT_SCALE)) == "welcome"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20 * TIMEOUT_SCALE)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_https_with_a_certificate_and_a_clear_error_without_one(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued = ca.issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    proc = _serve("--certfile", str(cert), "--keyfile", str(key), "--no-qr", "--no-monitor")
+    try:
+        head = _read_until(proc, "Ctrl-C to stop")
+        found = re.search(r"https://127\.0\.0\.1:(\d+)/\?room=(\d{4})&key=", head)
+        assert found, head
+        port, code = int(found.group(1)), found.group(2)
+        trust = ssl.create_default_context()
+        ca.configure_trust(trust)
+
+        async def phone() -> str:
+            async with websockets.connect(f"wss://127.0.0.1:{port}/", ssl=trust) as ws:
+                await ws.send(orjson.dumps({"type": "join", "room_code": code}).decode())
+                return str(orjson.loads(await ws.recv())["type"])
+
+        assert asyncio.run(asyncio.wait_for(phone(), 20 * TIMEOUT_SCALE)) == "welcome"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20 * TIMEOUT_SCALE)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    done = subprocess.run(
+        [sys.executable, "-m", "bbx_net", "serve", "--port", "0", "--certfile", str(key)],
+        capture_output=True, text=True, timeout=60 * TIMEOUT_SCALE,
+    )  # fmt: skip
+    assert done.returncode == 2 and "cannot load the certificate" in done.stderr

@@ -183,3 +183,25 @@ def test_throttle_table_is_bounded() -> None:
     for i in range(1000):
         t.failed(f"10.0.{i // 256}.{i % 256}", 0.0)
     assert len(t._buckets) <= 100
+
+
+def test_a_room_can_have_the_code_and_key_the_host_chose() -> None:
+    """A poster's code and link survive a restart: the same code and key again."""
+    reg = registry()
+    assert reg.create(0.0, "0042", "k" * 22) == "0042"
+    assert reg.has_key("0042", "k" * 22)
+    with pytest.raises(BbxNetError, match="exists"):
+        reg.create(0.0, "0042")
+    for bad in ("42", "00421", "00x2", "٠٠٤٢"):
+        with pytest.raises(BbxNetError, match="4 digits"):
+            reg.create(0.0, bad)
+    assert reg.create(0.0) != "0042"  # random codes still work beside it
+
+
+def test_create_room_command_refuses_malformed_codes_and_keys_at_once() -> None:
+    from bbx_net.websocket import ServerCommand
+
+    assert ServerCommand.CreateRoom("1234", "A" * 16).code == "1234"
+    for code, key in (("12a4", None), (None, "short"), (None, "x" * 65), (None, "a b" * 8)):
+        with pytest.raises(ValueError):
+            ServerCommand.CreateRoom(code, key)

@@ -8,10 +8,8 @@ sockets in test_session.py; RFC 6455 framing against a reference in test_conform
 from __future__ import annotations
 
 import asyncio
-import runpy
 import threading
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -324,35 +322,6 @@ def test_commands_before_run_are_answered() -> None:
         assert create.wait(0) == code
         await commands.send(ServerCommand.Shutdown())
         await asyncio.wait_for(server.run(), STEP)  # returns at once
-
-    run(main())
-
-
-def test_basic_usage_example_runs_as_written() -> None:
-    """examples/basic_server.py creates a room, prints it and serves a phone."""
-    example = Path(__file__).parent.parent / "examples" / "basic_server.py"
-    namespace = runpy.run_path(str(example), run_name="example")["main"].__globals__
-    servers: list[WsServer] = []
-    real_config = namespace["WsServerConfig"]
-
-    class RecordingServer(WsServer):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            servers.append(self)
-
-    namespace["WsServerConfig"] = lambda bind_addr: real_config(bind_addr="127.0.0.1:0")
-    namespace["WsServer"] = RecordingServer
-
-    async def main() -> None:
-        task = asyncio.create_task(namespace["main"]())
-        await eventually(lambda: bool(servers) and servers[0].sockets != [])
-        server = servers[0]
-        code = server.rooms()[0]
-        async with websockets.connect(f"ws://127.0.0.1:{server.port}") as ws:
-            await ws.send(orjson.dumps({"type": "join", "room_code": code}).decode())
-            assert orjson.loads(await ws.recv())["type"] == "welcome"
-        await server.commands.send(ServerCommand.Shutdown())
-        await asyncio.wait_for(task, STEP)
 
     run(main())
 

@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import EVENT_DTYPE, MessageType, __version__, hash_param_name, net_buffer
+from . import EVENT_DTYPE, BlockClock, MessageType, __version__, hash_param_name, net_buffer
 from ._ring import NetBufferConsumer
 from .errors import BbxNetError
 from .websocket import (
@@ -196,7 +197,21 @@ def lan_urls(
     scheme = "https" if secure else "http"
     hosts = lan_addresses() if host in ("0.0.0.0", "", "::") else [host]
     query = f"?room={code}" if key is None else f"?room={code}&key={key}"
-    return [f"{scheme}://{h}:{port}/{query}" for h in hosts]
+    return [f"{scheme}://{_url_host(h)}:{port}/{query}" for h in hosts]
+
+
+def _url_host(host: str) -> str:
+    """An IPv6 address in a URL goes in brackets (RFC 3986)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def readable(value: float) -> str:
+    """A number as a person reads it: 1840, 440.5, 0.125 (no exponent in the range a
+    control uses; at most 4 decimals)."""
+    if value != 0 and not 1e-4 <= abs(value) < 1e9:
+        return f"{value:.6g}"
+    text = f"{value:.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 def print_qr(url: str, out: TextIO) -> None:
@@ -228,7 +243,7 @@ class AudioMonitor:
     triggers: int = 0
     last_trigger: str = ""
     blocks: int = 0
-    late_blocks: int = 0
+    late_blocks: int = 0  # blocks that started more than one block after their time
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def name_of(self, h: int) -> str:
@@ -238,9 +253,10 @@ class AudioMonitor:
         events = np.zeros(256, EVENT_DTYPE)
         period = self.block_size / self.sample_rate
         clock = self.server.clock
+        blocks = BlockClock(self.sample_rate, self.block_size)
         next_block = time.perf_counter()
         while not self._stop.is_set():
-            start_us = clock.tick()
+            start_us = blocks.next_block(clock.now_us())
             n = self.consumer.drain_block(events, start_us, self.sample_rate, self.block_size)
             for ev in events[:n]:
                 name = self.name_of(int(ev["param_hash"]))
@@ -254,7 +270,8 @@ class AudioMonitor:
             delay = next_block - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            else:
+            elif -delay > period:
+                # A device with two blocks of buffer would have played silence here.
                 self.late_blocks += 1
                 next_block = time.perf_counter()
 
@@ -262,7 +279,7 @@ class AudioMonitor:
         self._stop.set()
 
     def line(self) -> str:
-        values = " ".join(f"{k}={v:.3g}" for k, v in self.values.items())
+        values = " ".join(f"{k}={readable(v)}" for k, v in self.values.items())
         st = self.server.stats()
         trig = f"triggers {self.triggers}" + (
             f" (last {self.last_trigger})" if self.last_trigger else ""
@@ -281,6 +298,8 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     params, triggers = list(DEMO_PARAMS), list(DEMO_TRIGGERS)
     if args.params is not None:
         params, triggers = load_param_file(args.params)
+    elif args.param or args.trigger or args.no_demo:
+        params, triggers = [], []  # the flags describe the whole set: no demo beside it
     if args.param:
         by_name = {p.name: p for p in params}
         for p in args.param:
@@ -288,6 +307,13 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         params = list(by_name.values())
     if args.trigger:
         triggers = list(dict.fromkeys([*triggers, *args.trigger]))
+    ssl_context = None
+    if args.certfile:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise BbxNetError(f"cannot load the certificate {args.certfile}: {exc}") from None
     config = WsServerConfig(
         bind_addr=(args.host, args.port),
         params=params,
@@ -295,12 +321,14 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         room=RoomConfig(
             code_length=args.code_length, expiration=args.expiration, max_clients=args.max_clients
         ),
+        ssl_context=ssl_context,
     )
     producer, consumer = net_buffer(args.capacity)
     commands = CommandChannel()
     server = WsServer(config, producer, commands)
-    code = await commands.create_room()
+    code = await commands.create_room(args.room, args.room_key)
     await server.start()
+    secure = ssl_context is not None
 
     monitor = AudioMonitor(consumer, server, args.sample_rate, args.block_size)
     for name in [p.name for p in params] + triggers + ["xy"]:
@@ -309,16 +337,21 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     audio = threading.Thread(target=monitor.run, name="bbx-demo-audio", daemon=True)
     audio.start()
 
-    urls = lan_urls(args.host, server.port, code, key=server.room_key(code))
-    out.write(f"\nbbx_net {__version__}: room {code}\n\n")
-    out.write("  Phones: join on the same network at\n")
-    for url in urls:
-        out.write(f"    {url}\n")
-    out.write("\n")
-    if not args.no_qr:
-        print_qr(urls[0], out)
-    described = ", ".join(f"{p.name} {p.value:g} [{p.min:g}..{p.max:g}]" for p in params)
-    out.write(f"\n  Parameters: {described}\n")
+    def announce(code: str) -> None:
+        urls = lan_urls(args.host, server.port, code, secure=secure, key=server.room_key(code))
+        out.write(f"\nbbx_net {__version__}: room {code}\n\n")
+        out.write("  Phones: join on the same network at\n")
+        for url in urls:
+            out.write(f"    {url}\n")
+        out.write("\n")
+        if not args.no_qr:
+            print_qr(urls[0], out)
+
+    announce(code)
+    described = ", ".join(
+        f"{p.name} {readable(p.value)} [{readable(p.min)}..{readable(p.max)}]" for p in params
+    )
+    out.write(f"\n  Parameters: {described or '(none)'}\n")
     out.write(f"  Trigger pads: {', '.join(triggers) or '(none)'}; XY pad sends 'xy'\n")
     out.write(
         f"  Audio side: {args.sample_rate} Hz, {args.block_size}-frame blocks, "
@@ -331,10 +364,24 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, commands.try_send, ServerCommand.Shutdown())
 
+    live = out.isatty() and not args.no_monitor
+    if live:
+        _clear_live_line_before_logs(out)
+
     async def show() -> None:
-        live = out.isatty() and not args.no_monitor
+        nonlocal code
         while True:
             await asyncio.sleep(args.monitor_interval if live else args.monitor_interval * 10)
+            if server.room_key(code) is None:
+                # The room expired (or was closed): a new one, announced like the first;
+                # with --room it gets the same code and key again.
+                if live:
+                    out.write("\r\x1b[2K")
+                out.write(f"\nroom {code} has ended; ")
+                code = await commands.create_room(args.room, args.room_key)
+                out.write("a new room is open:\n")
+                announce(code)
+                out.flush()
             if args.no_monitor:
                 continue
             if live:
@@ -352,6 +399,25 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         audio.join(2.0)
         out.write(f"\nstopped: {monitor.line()}\n")
         out.flush()
+
+
+def _clear_live_line_before_logs(out: TextIO) -> None:
+    """Log records (-v) go on their own lines: the live line is wiped before each and
+    redrawn on its next refresh."""
+
+    class Handler(logging.StreamHandler):  # type: ignore[type-arg]
+        def emit(self, record: logging.LogRecord) -> None:
+            with contextlib.suppress(Exception):
+                out.write("\r\x1b[2K")
+            super().emit(record)
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, Handler):
+            root.removeHandler(h)
+            handler = Handler(out)
+            handler.setFormatter(h.formatter)
+            root.addHandler(handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,6 +459,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--trigger", action="append", metavar="NAME", help="add a trigger pad (repeatable)"
     )
     s.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="no demo parameters or pads (they are also left out as soon as --param or "
+        "--trigger describes the set without --params)",
+    )
+    s.add_argument(
+        "--room",
+        metavar="CODE",
+        help="use this room code (digits, --code-length long) instead of a random one: "
+        "with --room-key, a poster's code and QR code survive restarts",
+    )
+    s.add_argument(
+        "--room-key",
+        metavar="KEY",
+        help="the room's link key (16-64 of A-Z a-z 0-9 - _) instead of a random one",
+    )
+    s.add_argument("--certfile", type=Path, help="serve https/wss with this certificate (PEM)")
+    s.add_argument("--keyfile", type=Path, help="the certificate's private key (PEM)")
+    s.add_argument(
         "--capacity", type=int, default=4096, help="ring capacity in messages (default 4096)"
     )
     s.add_argument(
@@ -412,14 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--expiration",
         type=float,
         default=24 * 3600.0,
-        help="seconds before the room closes itself (default 86400)",
+        help="seconds before the room closes itself (default 86400); a new room (the same "
+        "code with --room) then opens and is announced",
     )
     s.add_argument("--max-clients", type=int, default=100, help="phones per room (default 100)")
     s.add_argument("--no-qr", action="store_true", help="do not print a QR code")
     s.add_argument(
         "--no-monitor",
         action="store_true",
-        help="do not print the live line of what the audio side receives",
+        help="do not print the live line of what the audio side receives (values, "
+        "triggers, clients, ring fill; 'late blocks' counts blocks the demo audio thread "
+        "started more than one block late, where a real device would have played "
+        "silence)",
     )
     s.add_argument(
         "--monitor-interval",
@@ -453,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--monitor-interval must be positive")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be 0..65535")
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
     try:
         run_event_loop(serve(args))
     except ParamFileError as exc:

@@ -117,20 +117,29 @@ class RoomRegistry:
 
     # ---- rooms ----
 
-    def create(self, now: float) -> str:
-        """Creates a room with a fresh random code and returns the code.
+    def create(self, now: float, code: str | None = None, key: str | None = None) -> str:
+        """Creates a room and returns its code: `code` if given, else a fresh random
+        one; `key` is its link key if given, else a random one.
 
         Raises:
-            BbxNetError: max_rooms rooms exist already.
+            BbxNetError: max_rooms rooms exist already, or `code` is in use or not
+                `code_length` digits.
         """
         if len(self._rooms) >= self.max_rooms:
             raise BbxNetError(f"room limit reached ({self.max_rooms} rooms)")
-        space = 10**self.config.code_length
-        while True:
-            code = str(secrets.randbelow(space)).zfill(self.config.code_length)
-            if code not in self._rooms:
-                break
-        self._rooms[code] = Room(code, now)
+        length = self.config.code_length
+        if code is not None:
+            if len(code) != length or not (code.isascii() and code.isdigit()):
+                raise BbxNetError(f"a room code here is {length} digits, got {code!r}")
+            if code in self._rooms:
+                raise BbxNetError(f"room {code} exists already")
+        else:
+            space = 10**length
+            while True:
+                code = str(secrets.randbelow(space)).zfill(length)
+                if code not in self._rooms:
+                    break
+        self._rooms[code] = Room(code, now) if key is None else Room(code, now, key)
         return code
 
     def close(self, code: str) -> list[NodeId]:

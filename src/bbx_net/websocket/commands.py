@@ -80,6 +80,9 @@ class BroadcastVisualization:
         object.__setattr__(self, "frame", encode_visualization(values))
 
 
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def _new_future() -> concurrent.futures.Future[str]:
     return concurrent.futures.Future()
 
@@ -90,9 +93,23 @@ class CreateRoom:
 
     `await command` (asyncio) or `command.wait(timeout)` (any thread) gives the code.
     The server answers even before `run()` starts.
+
+    `code` asks for that code (digits, the configured length) and `key` for that link
+    key (16-64 URL-safe characters), so a poster's code and QR code outlive a restart;
+    by default both are random. A code in use fails with BbxNetError.
     """
 
+    code: str | None = None
+    key: str | None = None
     response: concurrent.futures.Future[str] = field(default_factory=_new_future)
+
+    def __post_init__(self) -> None:
+        if self.code is not None and not (self.code.isascii() and self.code.isdigit()):
+            raise ValueError(f"a room code is digits, got {self.code!r}")
+        if self.key is not None and not (
+            16 <= len(self.key) <= 64 and _KEY_CHARS.issuperset(self.key)
+        ):
+            raise ValueError("a room key is 16-64 characters of A-Z a-z 0-9 - _")
 
     def __await__(self) -> Generator[Any, None, str]:
         return asyncio.wrap_future(self.response).__await__()
@@ -189,15 +206,17 @@ class CommandChannel:
             delay = min(delay * 2, 0.05)
         self._put(command)
 
-    async def create_room(self) -> str:
-        """Creates a room and returns its code (asyncio)."""
-        command = CreateRoom()
+    async def create_room(self, code: str | None = None, key: str | None = None) -> str:
+        """Creates a room and returns its code (asyncio); see CreateRoom."""
+        command = CreateRoom(code, key)
         await self.send(command)
         return await command
 
-    def create_room_threadsafe(self, timeout: float | None = 10.0) -> str:
+    def create_room_threadsafe(
+        self, timeout: float | None = 10.0, code: str | None = None, key: str | None = None
+    ) -> str:
         """Creates a room and returns its code (any thread but the loop's)."""
-        command = CreateRoom()
+        command = CreateRoom(code, key)
         self.send_threadsafe(command, timeout)
         return command.wait(timeout)
 

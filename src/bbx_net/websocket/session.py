@@ -786,7 +786,7 @@ class Session:
 
     def _create_room(self, command: CreateRoom, now_us: int) -> None:
         try:
-            code = self._rooms.create(now_us * 1e-6)
+            code = self._rooms.create(now_us * 1e-6, command.code, command.key)
         except BbxNetError as exc:
             command.response.set_exception(exc)
         else:
