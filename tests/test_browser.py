@@ -465,3 +465,40 @@ def test_page_files_are_served_with_their_types(page: Page, server: ThreadServer
         response = page.request.get(server.url.rstrip("/") + path)
         assert response.status == 200 and response.headers["content-type"].startswith(ctype)
     assert page.request.get(server.url + "../etc/passwd").status == 404
+
+
+def test_the_projector_page_shows_the_code_qr_and_phones_and_follows_a_new_room(
+    browser: Browser, server: ThreadServer
+) -> None:
+    """/show at 1280x800: the shown room's code in big digits, its QR code (segno's
+    SVG) and link, the number of phones joined; a new room replaces it live."""
+    from websockets.sync.client import connect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(f"{server.url}show")
+        expect(page.get_by_test_id("status")).to_contain_text("No room is shown")
+        link = f"{server.url}?room={server.code}&key=abc"
+        server.call(lambda: server.server.show(server.code, link))
+        expect(page.get_by_test_id("code")).to_have_text(server.code)
+        expect(page.get_by_test_id("link")).to_have_text(link)
+        expect(page.locator("#qr svg")).to_be_visible()
+        box = page.locator("#qr svg").bounding_box()
+        assert box is not None and box["width"] >= 400 and box["height"] >= 400  # scaled up
+        expect(page.get_by_test_id("phones")).to_have_text("0 phones joined")
+        size = page.locator("#code").evaluate("el => parseFloat(getComputedStyle(el).fontSize)")
+        assert size >= 120  # readable from the back of the room
+        with connect(f"ws://127.0.0.1:{server.server.port}/") as ws:
+            ws.send(f'{{"type": "join", "room_code": "{server.code}"}}')
+            assert '"welcome"' in str(ws.recv(timeout=10))
+            expect(page.get_by_test_id("phones")).to_have_text("1 phone joined")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "projector.png"))
+        new = server.commands.create_room_threadsafe(timeout=10)
+        server.call(lambda: server.server.show(new, f"{server.url}?room={new}"))
+        expect(page.get_by_test_id("code")).to_have_text(new)
+        expect(page.get_by_test_id("phones")).to_have_text("0 phones joined")
+    finally:
+        context.close()

@@ -237,16 +237,19 @@ def _read_until(proc: subprocess.Popen[str], needle: str, limit: int = 400) -> s
     return text
 
 
-def test_a_fixed_room_outlives_its_expiry_and_flags_replace_the_demo_set() -> None:
+def test_a_fixed_room_outlives_its_expiry_and_flags_replace_the_demo_set(tmp_path: Path) -> None:
     """--room/--room-key: the same code and link; when the room expires a new one with
     the same code opens and is announced; --param alone means no demo parameters."""
     key = "poster-key-0123456789"
+    poster = tmp_path / "poster.svg"
     proc = _serve(
         "--room", "0042", "--room-key", key, "--expiration", "2", "--param", "gain=0.5",
-        "--monitor-interval", "0.1", "--no-qr",
+        "--monitor-interval", "0.1", "--no-qr", "--qr-out", str(poster),
     )  # fmt: skip
     try:
         head = _read_until(proc, "Ctrl-C to stop")
+        assert poster.read_text().lstrip().startswith("<?xml")
+        assert re.search(r"Projector .*: http://127\.0\.0\.1:\d+/show", head), head
         assert "room 0042" in head and f"?room=0042&key={key}" in head, head
         assert "gain 0.5 [0..1]" in head and "freq" not in head
         assert "Trigger pads: (none)" in head
@@ -304,3 +307,45 @@ def test_https_with_a_certificate_and_a_clear_error_without_one(tmp_path: Path) 
         capture_output=True, text=True, timeout=60 * TIMEOUT_SCALE,
     )  # fmt: skip
     assert done.returncode == 2 and "cannot load the certificate" in done.stderr
+
+
+def _decode_coloured_qr(text: str) -> list[list[int]]:
+    """Back from the coloured terminal QR to modules (1 = dark), two rows per line."""
+    rows: list[list[int]] = []
+    for line in text.splitlines():
+        cells = re.findall(r"\x1b\[(\d+);(\d+)m\u2580", line)
+        rows.append([1 if fg == "30" else 0 for fg, _ in cells])
+        rows.append([1 if bg == "40" else 0 for _, bg in cells])
+    return rows
+
+
+def test_the_terminal_qr_has_explicit_colours_and_reads_back_exactly(tmp_path: Path) -> None:
+    """Black on white whatever the terminal's own colours: decoding the colours gives
+    segno's matrix module for module. Without colour (a log file): plain half blocks."""
+    import io
+
+    import segno
+
+    from bbx_net.cli import print_qr, save_qr
+
+    url = "http://192.168.1.23:8080/?room=5876&key=abcdefghijklmnopqrstuv"
+    out = io.StringIO()
+    print_qr(url, out, colour=True)
+    want = [[int(bool(v)) for v in r] for r in segno.make(url, error="m").matrix_iter(border=2)]
+    got = _decode_coloured_qr(out.getvalue())
+    assert got[: len(want)] == want and not any(any(r) for r in got[len(want) :])
+    plain = io.StringIO()
+    print_qr(url, plain, colour=False)
+    assert (
+        "\x1b" not in plain.getvalue()
+        and len(plain.getvalue().splitlines()) == (len(want) + 1) // 2
+    )
+
+    save_qr(url, tmp_path / "qr.svg")
+    assert (tmp_path / "qr.svg").read_text().lstrip().startswith("<?xml")
+    save_qr(url, tmp_path / "qr.png")
+    assert (tmp_path / "qr.png").read_bytes().startswith(b"\x89PNG")
+    from bbx_net.errors import BbxNetError
+
+    with pytest.raises(BbxNetError, match=".svg or .png"):
+        save_qr(url, tmp_path / "qr.gif")

@@ -214,13 +214,43 @@ def readable(value: float) -> str:
     return "0" if text in ("", "-0") else text
 
 
-def print_qr(url: str, out: TextIO) -> None:
+def print_qr(url: str, out: TextIO, colour: bool | None = None) -> None:
+    """The link's QR code in the terminal, two rows per line.
+
+    On a terminal (or with `colour`), every cell carries explicit black and white
+    colours, so the code reads the same on dark and light terminals; elsewhere (a log
+    file) it is plain half blocks.
+    """
     try:
         import segno
     except ImportError:
         out.write("  (pip install 'bbx_net[qr]' to show a QR code here)\n")
         return
-    segno.make(url, error="m").terminal(out=out, compact=True)
+    rows = [list(r) for r in segno.make(url, error="m").matrix_iter(scale=1, border=2)]
+    if len(rows) % 2:
+        rows.append([0] * len(rows[0]))
+    if colour is None:
+        colour = out.isatty()
+    chars = {(0, 0): "\u2588", (1, 1): " ", (1, 0): "\u2584", (0, 1): "\u2580"}
+    for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
+        pairs = list(zip(top, bottom, strict=True))
+        if colour:
+            # ▀: the upper half in the foreground colour, the lower in the background.
+            cells = "".join(f"\x1b[{30 if t else 97};{40 if b else 107}m\u2580" for t, b in pairs)
+            out.write("  " + cells + "\x1b[0m\n")
+        else:
+            out.write("  " + "".join(chars[(t, b)] for t, b in pairs) + "\n")
+
+
+def save_qr(url: str, path: Path) -> None:
+    """The link's QR code as an image for a poster: .svg or .png (by the suffix)."""
+    try:
+        import segno
+    except ImportError:
+        raise BbxNetError("--qr-out needs segno: pip install 'bbx_net[qr]'") from None
+    if path.suffix.lower() not in (".svg", ".png"):
+        raise BbxNetError(f"--qr-out writes .svg or .png, not {path.name!r}")
+    segno.make(url, error="m").save(str(path), scale=10, border=4)
 
 
 # ---- the demo audio side ----------------------------------------------------------------
@@ -346,6 +376,13 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         out.write("\n")
         if not args.no_qr:
             print_qr(urls[0], out)
+        scheme = "https" if secure else "http"
+        host = urls[0].split("//", 1)[1].split("/", 1)[0]
+        out.write(f"\n  Projector (room code and QR code, full screen): {scheme}://{host}/show\n")
+        server.show(code, urls[0])
+        if args.qr_out is not None:
+            save_qr(urls[0], args.qr_out)
+            out.write(f"  QR code saved to {args.qr_out}\n")
 
     announce(code)
     described = ", ".join(
@@ -502,6 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--max-clients", type=int, default=100, help="phones per room (default 100)")
     s.add_argument("--no-qr", action="store_true", help="do not print a QR code")
+    s.add_argument(
+        "--qr-out",
+        type=Path,
+        metavar="FILE",
+        help="also write the link's QR code to FILE (.svg or .png) for a poster; "
+        "rewritten when a new room opens",
+    )
     s.add_argument(
         "--no-monitor",
         action="store_true",

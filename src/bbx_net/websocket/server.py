@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
@@ -579,6 +580,9 @@ class WsServer:
             # `Origin: null` that sandboxed frames and file:// pages send.
             self._origins = [None if o == "" else o for o in config.allowed_origins]
         self._static = StaticFiles() if config.serve_static else None
+        self._shown: tuple[str, str, str | None] | None = None  # code, link, QR as SVG
+        if self._static is not None:
+            self._static.dynamic["/show.json"] = self._show_json
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()  # guards _loop against the command wake-up
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -620,6 +624,35 @@ class WsServer:
     def rooms(self) -> list[str]:
         """Codes of the open rooms."""
         return self._session.rooms()
+
+    def show(self, code: str | None, link: str | None = None) -> None:
+        """Puts room `code` on the projector page (`/show`): the code in big digits,
+        `link` as text and as a QR code (with segno installed), and how many phones
+        are in. The page follows when it is called again (a new room); None takes it
+        off. Call on the server's loop (or before start)."""
+        if code is None:
+            self._shown = None
+            return
+        link = link or f"?room={code}"
+        svg = None
+        with contextlib.suppress(ImportError):
+            import segno
+
+            svg = segno.make(link, error="m").svg_inline(omitsize=True, dark="#000", light="#fff")
+        self._shown = (code, link, svg)
+
+    def _show_json(self) -> tuple[bytes, str] | None:
+        if self._shown is None:
+            return None
+        code, link, svg = self._shown
+        body = {
+            "code": code,
+            "link": link,
+            "qr_svg": svg,
+            "phones": self._session.room_size(code),
+            "open": self._session.room_key(code) is not None,
+        }
+        return orjson.dumps(body), "application/json"
 
     def room_key(self, code: str) -> str | None:
         """Room `code`'s link key, for links and QR codes: `?room=CODE&key=KEY`.

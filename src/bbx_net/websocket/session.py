@@ -548,6 +548,11 @@ class Session:
     def rooms(self) -> list[str]:
         return self._rooms.codes()
 
+    def room_size(self, code: str) -> int:
+        """Phones connected to room `code` now."""
+        room = self._live.get(code)
+        return 0 if room is None else len(room.members)
+
     def client_stats(self) -> list[ClientStats]:
         out = []
         for p in list(self._peers):

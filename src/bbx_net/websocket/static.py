@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http
 import mimetypes
+from collections.abc import Callable
 from importlib import resources
 
 from websockets.datastructures import Headers
@@ -33,6 +34,8 @@ class StaticFiles:
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[bytes, str]] = {}
+        # Paths answered by a function (body, content type), or None for 404.
+        self.dynamic: dict[str, Callable[[], tuple[bytes, str] | None]] = {}
         root = resources.files("bbx_net") / "web"
         if root.is_dir():
             for entry in root.iterdir():
@@ -45,13 +48,16 @@ class StaticFiles:
                     )
         if "/index.html" in self._files:
             self._files["/"] = self._files["/index.html"]
+        if "/show.html" in self._files:
+            self._files["/show"] = self._files["/show.html"]
 
     def respond(self, request: Request) -> Response | None:
         """A Response for a plain HTTP request; None for a WebSocket upgrade."""
         if "websocket" in request.headers.get("Upgrade", "").lower():
             return None
         path = request.path.split("?", 1)[0]
-        found = self._files.get(path)
+        make = self.dynamic.get(path)
+        found = self._files.get(path) if make is None else make()
         if found is None:
             return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
         body, ctype = found
