@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -496,6 +497,41 @@ def test_page_is_served_over_http_on_the_same_port() -> None:
                 assert marker in data
 
     run(main())
+
+
+def test_the_hosts_own_pages_are_served_beside_the_client(tmp_path: Path) -> None:
+    """static_dir: the host's files at their paths (subfolders too), its index.html at
+    /, the package's bbx-client.js unchanged even if the host has one; hidden files and
+    paths outside the folder are not reachable."""
+    (tmp_path / "index.html").write_text("<!doctype html><title>host page</title>")
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "main.js").write_text('import { BbxClient } from "/bbx-client.js";')
+    (tmp_path / "bbx-client.js").write_text("not the client")
+    (tmp_path / ".secret").write_text("hidden")
+    (tmp_path.parent / "outside.txt").write_text("outside")
+
+    async def get(port: int, path: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(), STEP)
+        writer.close()
+        await writer.wait_closed()
+        return data
+
+    async def main() -> None:
+        async with live_server(static_dir=tmp_path) as s:
+            port = s.server.port
+            assert b"host page" in await get(port, "/")
+            main_js = await get(port, "/js/main.js")
+            assert main_js.startswith(b"HTTP/1.1 200") and b"text/javascript" in main_js
+            assert b"export class BbxClient" in await get(port, "/bbx-client.js")
+            assert b"<title>Join with your phone" in await get(port, "/show")
+            for path in ("/.secret", "/../outside.txt", "/js/../../outside.txt"):
+                assert (await get(port, path)).startswith(b"HTTP/1.1 404"), path
+
+    run(main())
+    with pytest.raises(ValueError, match="not a folder"):
+        WsServerConfig(static_dir=tmp_path / "missing")
 
 
 def test_flooding_clients_do_not_starve_the_others() -> None:

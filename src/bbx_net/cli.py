@@ -352,6 +352,7 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
             code_length=args.code_length, expiration=args.expiration, max_clients=args.max_clients
         ),
         ssl_context=ssl_context,
+        static_dir=args.static,
     )
     producer, consumer = net_buffer(args.capacity)
     commands = CommandChannel()
@@ -511,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--room-key",
         metavar="KEY",
         help="the room's link key (16-64 of A-Z a-z 0-9 - _) instead of a random one",
+    )
+    s.add_argument(
+        "--static",
+        type=Path,
+        metavar="DIR",
+        help="also serve your own pages from DIR on the same origin (they can import "
+        "/bbx-client.js); DIR/index.html replaces the phone page at /",
     )
     s.add_argument("--certfile", type=Path, help="serve https/wss with this certificate (PEM)")
     s.add_argument("--keyfile", type=Path, help="the certificate's private key (PEM)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..rooms import RoomConfig
 
@@ -105,6 +106,11 @@ class WsServerConfig:
         join_per_hour: failed joins one address regains per hour.
         backlog: listen backlog (a join storm of hundreds of phones).
         serve_static: serve the phone page and the JS client over HTTP on the same port.
+        static_dir: also serve the host's own pages from this folder, at their paths
+            below it (read once at start; at most 2,000 files of 16 MiB in all). Its
+            `index.html`, if any, replaces the phone page at `/`; the package's files
+            (`/bbx-client.js`, `/app.js`, ...) keep their paths, so a host page can
+            `import { BbxClient } from "/bbx-client.js"` on the same origin.
         join_timeout: seconds a connection may stay open without joining a room; then
             it is closed with 1008 (phones join within a second of connecting).
         max_unjoined_per_address: connections from one remote address that may be
@@ -148,6 +154,7 @@ class WsServerConfig:
     join_per_hour: float = 60.0
     backlog: int = 2048
     serve_static: bool = True
+    static_dir: str | Path | None = None
     join_timeout: float = 15.0
     max_unjoined_per_address: int = 64
     max_seats_per_address: int | None = None
@@ -185,6 +192,8 @@ class WsServerConfig:
         if self.max_undeclared_params < 0:
             n = self.max_undeclared_params
             raise ValueError(f"max_undeclared_params must be >= 0, got {n}")
+        if self.static_dir is not None and not Path(self.static_dir).is_dir():
+            raise ValueError(f"static_dir {str(self.static_dir)!r} is not a folder")
         per = self.max_scheduled_per_client
         if per is not None and per < 1:
             raise ValueError(f"max_scheduled_per_client must be at least 1 or None, got {per}")

@@ -579,7 +579,7 @@ class WsServer:
             # "" stands for a request without an Origin header; "null" is the literal
             # `Origin: null` that sandboxed frames and file:// pages send.
             self._origins = [None if o == "" else o for o in config.allowed_origins]
-        self._static = StaticFiles() if config.serve_static else None
+        self._static = StaticFiles(config.static_dir) if config.serve_static else None
         self._shown: tuple[str, str, str | None] | None = None  # code, link, QR as SVG
         if self._static is not None:
             self._static.dynamic["/show.json"] = self._show_json
