@@ -349,3 +349,49 @@ def test_the_terminal_qr_has_explicit_colours_and_reads_back_exactly(tmp_path: P
 
     with pytest.raises(BbxNetError, match=".svg or .png"):
         save_qr(url, tmp_path / "qr.gif")
+
+
+def test_a_show_file_declares_display_fields_title_and_pad_labels(tmp_path: Path) -> None:
+    from bbx_net.cli import load_show_file
+
+    path = write(
+        tmp_path,
+        "show.toml",
+        """title = "Night of Sines"
+instruction = "Move together."
+triggers = ["snare", {name = "kick", label = "Kick drum"}]
+
+[[params]]
+name = "freq"
+value = 440.0
+min = 20.0
+max = 2000.0
+label = "Pitch"
+unit = "Hz"
+log = true
+group = "Tone"
+
+[[params]]
+name = "voices"
+value = 3
+min = 1
+max = 8
+integer = true
+""",
+    )
+    show = load_show_file(path)
+    assert show.title == "Night of Sines" and show.instruction == "Move together."
+    assert show.triggers == ["snare", "kick"] and show.trigger_labels == {"kick": "Kick drum"}
+    freq, voices = show.params
+    assert (freq.label, freq.unit, freq.log, freq.group) == ("Pitch", "Hz", True, "Tone")
+    assert voices.integer and voices.clamp(4.6) == 5.0 and voices.clamp(99) == 8.0
+    assert freq.display() == {"label": "Pitch", "unit": "Hz", "group": "Tone", "log": True}
+    for bad, message in (
+        ('[[params]]\nname = "f"\nmin = 0.0\nmax = 1.0\nlog = true\n', "log scale"),
+        ('[[params]]\nname = "f"\nstep = -1\n', "step"),
+        ('[[params]]\nname = "f"\ncolour = "red"\n', "unknown field"),
+        ('triggers = [{name = "k", label = 5}]\n', "label"),
+        ("title = 5\n", "title"),
+    ):
+        with pytest.raises(ParamFileError, match=message):
+            load_show_file(write(tmp_path, "bad.toml", bad))

@@ -73,7 +73,27 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
+@dataclass
+class ShowFile:
+    """What a params file declares."""
+
+    params: list[ParamSpec]
+    triggers: list[str]
+    trigger_labels: dict[str, str] = field(default_factory=dict)
+    title: str | None = None
+    instruction: str | None = None
+
+
 def load_param_file(path: Path) -> tuple[list[ParamSpec], list[str]]:
+    """The parameters and trigger names of a params file (see load_show_file)."""
+    show = load_show_file(path)
+    return show.params, show.triggers
+
+
+_PARAM_FIELDS = {"name", "value", "min", "max", "label", "unit", "step", "integer", "log", "group"}
+
+
+def load_show_file(path: Path) -> ShowFile:
     """Reads declared parameters and trigger names from a .json or .toml file.
 
     JSON: `{"params": [{"name": "gain", "value": 0.8, "min": 0, "max": 1}],
@@ -105,13 +125,19 @@ def load_param_file(path: Path) -> tuple[list[ParamSpec], list[str]]:
         data = {"params": data}
     if not isinstance(data, dict):
         raise ParamFileError(f"{path}: expected an object with 'params' and 'triggers'")
-    unknown = set(data) - {"params", "triggers"}
+    unknown = set(data) - {"params", "triggers", "title", "instruction"}
     if unknown:
         key = sorted(unknown)[0]
         raise ParamFileError(
             f"{path}:{_line_of(text, key) or 1}: unknown key {key!r} "
-            "(expected 'params' and 'triggers')"
+            "(expected 'params', 'triggers', 'title' and 'instruction')"
         )
+    for key in ("title", "instruction"):
+        v = data.get(key)
+        if v is not None and (not isinstance(v, str) or len(v) > 200):
+            raise ParamFileError(
+                f"{path}:{_line_of(text, key) or 1}: {key!r} must be text of <= 200 characters"
+            )
     raw_params = data.get("params", [])
     if not isinstance(raw_params, list):
         raise ParamFileError(f"{path}:{_line_of(text, 'params') or 1}: 'params' must be a list")
@@ -124,7 +150,7 @@ def load_param_file(path: Path) -> tuple[list[ParamSpec], list[str]]:
             )
         name = entry["name"]
         line = _line_of(text, f'"{name}"') or _line_of(text, name) or 1
-        extra = set(entry) - {"name", "value", "min", "max"}
+        extra = set(entry) - _PARAM_FIELDS
         if extra:
             raise ParamFileError(
                 f"{path}:{line}: {where} ({name!r}): unknown field {sorted(extra)[0]!r}"
@@ -132,22 +158,37 @@ def load_param_file(path: Path) -> tuple[list[ParamSpec], list[str]]:
         lo: Any = entry.get("min", 0.0)
         hi: Any = entry.get("max", 1.0)
         value: Any = entry.get("value", lo)
+        shown = {k: entry[k] for k in _PARAM_FIELDS - {"name", "value", "min", "max"} if k in entry}
         try:
-            params.append(ParamSpec(name, value, lo, hi))
+            params.append(ParamSpec(name, value, lo, hi, **shown))
         except (ValueError, TypeError) as exc:
             raise ParamFileError(f"{path}:{line}: {where} ({name!r}): {exc}") from None
-    triggers = data.get("triggers", [])
-    if not isinstance(triggers, list) or not all(isinstance(t, str) and t for t in triggers):
-        raise ParamFileError(
-            f"{path}:{_line_of(text, 'triggers') or 1}: 'triggers' must be a list of names"
-        )
+    raw_triggers = data.get("triggers", [])
+    triggers: list[str] = []
+    labels: dict[str, str] = {}
+    bad = f"{path}:{_line_of(text, 'triggers') or 1}: 'triggers' must be a list of names"
+    if not isinstance(raw_triggers, list):
+        raise ParamFileError(bad)
+    for t in raw_triggers:
+        if isinstance(t, dict):  # {"name": "kick", "label": "Kick drum"}
+            name, label = t.get("name"), t.get("label")
+            if set(t) - {"name", "label"} or not isinstance(name, str) or not name:
+                raise ParamFileError(bad + " or {name, label} tables")
+            if label is not None:
+                if not isinstance(label, str) or not label or len(label) > 128:
+                    raise ParamFileError(f"{bad}: the label of {name!r} is 1..128 characters")
+                labels[name] = label
+            t = name
+        if not isinstance(t, str) or not t:
+            raise ParamFileError(bad)
+        triggers.append(t)
     names = [p.name for p in params]
     for name in names:
         if names.count(name) > 1:
             raise ParamFileError(
                 f"{path}:{_line_of(text, name) or 1}: parameter {name!r} is declared twice"
             )
-    return params, triggers
+    return ShowFile(params, triggers, labels, data.get("title"), data.get("instruction"))
 
 
 def parse_param_flag(text: str) -> ParamSpec:
@@ -326,8 +367,13 @@ class AudioMonitor:
 
 async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     params, triggers = list(DEMO_PARAMS), list(DEMO_TRIGGERS)
+    labels: dict[str, str] = {}
+    title, instruction = args.title, args.instruction
     if args.params is not None:
-        params, triggers = load_param_file(args.params)
+        show_file = load_show_file(args.params)
+        params, triggers, labels = show_file.params, show_file.triggers, show_file.trigger_labels
+        title = title or show_file.title
+        instruction = instruction or show_file.instruction
     elif args.param or args.trigger or args.no_demo:
         params, triggers = [], []  # the flags describe the whole set: no demo beside it
     if args.param:
@@ -353,6 +399,10 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         ),
         ssl_context=ssl_context,
         static_dir=args.static,
+        title=title,
+        instruction=instruction,
+        trigger_labels={k: v for k, v in labels.items() if k in triggers},
+        xy_pad=args.xy,
     )
     producer, consumer = net_buffer(args.capacity)
     commands = CommandChannel()
@@ -496,6 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--trigger", action="append", metavar="NAME", help="add a trigger pad (repeatable)"
     )
+    s.add_argument("--title", help="the show's name, at the top of every phone")
+    s.add_argument(
+        "--xy",
+        choices=("first", "last", "off"),
+        default="last",
+        help="where phones show the XY pad: first (on screen at once), last (default), off",
+    )
+    s.add_argument("--instruction", help="one line for the audience under the title (what to do)")
     s.add_argument(
         "--no-demo",
         action="store_true",

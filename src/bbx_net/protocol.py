@@ -8,7 +8,7 @@ the UTF-8 bytes of one text frame. Everything here is a plain function of its in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -380,6 +380,7 @@ class ParamState:
     value: float
     min: float
     max: float
+    display: Mapping[str, object] | None = None  # label, unit, step, ... (ParamSpec)
 
 
 def encode_welcome(node_id: str, server_time: int, session: str | None = None) -> bytes:
@@ -390,17 +391,28 @@ def encode_welcome(node_id: str, server_time: int, session: str | None = None) -
     return orjson.dumps(msg)
 
 
-def encode_state(params: Iterable[ParamState], triggers: Sequence[str] = ()) -> bytes:
+def encode_state(
+    params: Iterable[ParamState],
+    triggers: Sequence[str] = (),
+    page: Mapping[str, object] | None = None,
+) -> bytes:
     """`state`: every declared parameter with its current value and range.
 
-    `triggers` (an extra field, for control pages) lists the declared trigger names.
+    Extra fields, for control pages (clients that predate them ignore them): each
+    parameter's display fields (label, unit, step, integer, log, group), `triggers`
+    (the declared trigger names) and `page` (title, instruction, trigger labels).
     """
-    msg: dict[str, Any] = {
-        "type": "state",
-        "params": [{"name": p.name, "value": p.value, "min": p.min, "max": p.max} for p in params],
-    }
+    entries = []
+    for p in params:
+        entry: dict[str, Any] = {"name": p.name, "value": p.value, "min": p.min, "max": p.max}
+        if p.display:
+            entry.update(p.display)
+        entries.append(entry)
+    msg: dict[str, Any] = {"type": "state", "params": entries}
     if triggers:
         msg["triggers"] = list(triggers)
+    if page:
+        msg["page"] = dict(page)
     return orjson.dumps(msg)
 
 

@@ -22,59 +22,141 @@ function wsUrl() {
 }
 
 function format(v) {
-  return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(3);
+  const a = Math.abs(v);
+  return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(3);
 }
 
-function buildControls(state, triggers) {
+// A parameter's slider works on a position 0..1000; these map it to the value and
+// back (linear, or logarithmic for `log`), snapping to `step` or whole numbers.
+const STEPS = 1000;
+
+function toValue(p, pos) {
+  const f = pos / STEPS;
+  let v = p.log ? p.min * (p.max / p.min) ** f : p.min + f * (p.max - p.min);
+  if (p.step) v = p.min + Math.round((v - p.min) / p.step) * p.step;
+  if (p.integer) v = Math.round(v);
+  return Math.min(p.max, Math.max(p.min, v));
+}
+
+function toPos(p, v) {
+  if (p.max === p.min) return 0;
+  const f = p.log ? Math.log(v / p.min) / Math.log(p.max / p.min) : (v - p.min) / (p.max - p.min);
+  return Math.round(Math.min(1, Math.max(0, f)) * STEPS);
+}
+
+function shown(p, v) {
+  const text = p.integer ? String(Math.round(v)) : p.step && p.step >= 1 ? v.toFixed(0) : format(v);
+  return p.unit ? `${text} ${p.unit}` : text;
+}
+
+function buildSlider(name, p) {
+  const wrap = document.createElement("div");
+  wrap.className = "param";
+  const row = document.createElement("div");
+  row.className = "row";
+  const label = document.createElement("label");
+  label.textContent = p.label || name;
+  label.htmlFor = `param-${name}`;
+  const output = document.createElement("output");
+  output.textContent = shown(p, p.value);
+  output.dataset.testid = `value-${name}`;
+  row.append(label, output);
+  const track = document.createElement("div");
+  track.className = "track";
+  track.dataset.testid = `track-${name}`;
+  const input = document.createElement("input");
+  input.type = "range";
+  input.id = `param-${name}`;
+  input.min = 0;
+  input.max = STEPS;
+  input.step = 1;
+  input.value = toPos(p, p.value);
+  input.dataset.testid = `slider-${name}`;
+  track.append(input);
+  const entry = { input, output, spec: p, dragging: false, queued: false };
+  const set = (value) => {
+    output.textContent = shown(p, value);
+    if (entry.queued) return; // one message per frame, the latest value
+    entry.queued = true;
+    requestAnimationFrame(() => {
+      entry.queued = false;
+      client?.setParam(name, toValue(p, Number(input.value)));
+    });
+  };
+  // Keyboard (and assistive tech) use the input itself.
+  input.addEventListener("input", () => set(toValue(p, Number(input.value))));
+  // Pointers: only a deliberate horizontal drag moves the thumb. The track lets the
+  // browser pan vertically (touch-action: pan-y), so a vertical swipe that starts here
+  // scrolls the page and is cancelled for us.
+  let drag = null;
+  const follow = (ev) => {
+    const r = input.getBoundingClientRect();
+    const f = Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
+    const value = toValue(p, f * STEPS);
+    input.value = toPos(p, value);
+    set(value);
+  };
+  track.addEventListener("pointerdown", (ev) => {
+    drag = { id: ev.pointerId, x: ev.clientX, y: ev.clientY, on: ev.pointerType === "mouse" };
+    if (drag.on) {
+      track.setPointerCapture(ev.pointerId);
+      entry.dragging = true;
+      follow(ev);
+    }
+  });
+  track.addEventListener("pointermove", (ev) => {
+    if (!drag || ev.pointerId !== drag.id) return;
+    if (!drag.on) {
+      const dx = Math.abs(ev.clientX - drag.x);
+      const dy = Math.abs(ev.clientY - drag.y);
+      if (dx < 8 || dx <= dy) return;
+      drag.on = true;
+      entry.dragging = true;
+      track.setPointerCapture(ev.pointerId);
+    }
+    follow(ev);
+  });
+  const end = () => {
+    drag = null;
+    entry.dragging = false;
+  };
+  track.addEventListener("pointerup", end);
+  track.addEventListener("pointercancel", end);
+  wrap.append(row, track);
+  sliders.set(name, entry);
+  return wrap;
+}
+
+function buildControls(state, triggers, page) {
   const params = $("params");
   params.replaceChildren();
   sliders.clear();
+  const groups = new Map(); // group name -> container, in order of first appearance
   for (const [name, p] of Object.entries(state)) {
     if (p.min === undefined || p.max === undefined) continue;
-    const wrap = document.createElement("div");
-    wrap.className = "param";
-    const row = document.createElement("div");
-    row.className = "row";
-    const label = document.createElement("label");
-    label.textContent = name;
-    label.htmlFor = `param-${name}`;
-    const output = document.createElement("output");
-    output.textContent = format(p.value);
-    output.dataset.testid = `value-${name}`;
-    row.append(label, output);
-    const input = document.createElement("input");
-    input.type = "range";
-    input.id = `param-${name}`;
-    input.min = p.min;
-    input.max = p.max;
-    input.step = (p.max - p.min) / 1000 || "any";
-    input.value = p.value;
-    input.dataset.testid = `slider-${name}`;
-    const entry = { input, output, dragging: false, queued: false };
-    input.addEventListener("pointerdown", () => { entry.dragging = true; });
-    const release = () => { entry.dragging = false; };
-    input.addEventListener("pointerup", release);
-    input.addEventListener("pointercancel", release);
-    input.addEventListener("input", () => {
-      output.textContent = format(Number(input.value));
-      if (entry.queued) return; // one message per frame, the latest value
-      entry.queued = true;
-      requestAnimationFrame(() => {
-        entry.queued = false;
-        client?.setParam(name, Number(input.value));
-      });
-    });
-    wrap.append(row, input);
-    params.append(wrap);
-    sliders.set(name, entry);
+    let parent = params;
+    if (p.group) {
+      if (!groups.has(p.group)) {
+        const box = document.createElement("div");
+        box.className = "group";
+        const h = document.createElement("h2");
+        h.textContent = p.group;
+        box.append(h);
+        params.append(box);
+        groups.set(p.group, box);
+      }
+      parent = groups.get(p.group);
+    }
+    parent.append(buildSlider(name, p));
   }
   const pads = $("pads");
   pads.replaceChildren();
   $("pads-title").hidden = triggers.length === 0;
+  const labels = (page && page.trigger_labels) || {};
   for (const name of triggers) {
     const b = document.createElement("button");
     b.type = "button";
-    b.textContent = name;
+    b.textContent = labels[name] || name;
     b.dataset.testid = `pad-${name}`;
     b.addEventListener("pointerdown", (ev) => {
       ev.preventDefault();
@@ -84,6 +166,15 @@ function buildControls(state, triggers) {
     });
     pads.append(b);
   }
+  const xy = (page && page.xy) || "last";
+  const box = $("xy-box");
+  box.hidden = xy === "off";
+  if (xy === "first") $("params").before(box);
+  else $("pads").after(box);
+  const title = (page && page.title) || "Controller";
+  $("title").textContent = title;
+  document.title = title;
+  $("instruction").textContent = (page && page.instruction) || "";
 }
 
 function setupXY() {
@@ -125,12 +216,12 @@ async function join(code, name, key) {
     clientName: name || undefined,
   });
   window.bbxClient = client; // handy from the console (and for tests)
-  client.on("state", (state) => buildControls(state, client.triggers));
+  client.on("state", (state, msg) => buildControls(state, client.triggers, msg.page));
   client.on("update", (param, value) => {
     const s = sliders.get(param);
     if (!s) return;
-    s.output.textContent = format(value);
-    if (!s.dragging) s.input.value = value;
+    s.output.textContent = shown(s.spec, value);
+    if (!s.dragging) s.input.value = toPos(s.spec, value);
   });
   client.on("latency", (ms) => { $("latency").textContent = `${ms.toFixed(0)} ms`; });
   client.on("connected", () => {

@@ -617,7 +617,10 @@ export class BbxClient {
       case "state":
         this.state = {};
         for (const p of msg.params || []) {
-          this.state[p.name] = { value: p.value, min: p.min, max: p.max };
+          // value, min, max, and the display fields the host declared (label, unit,
+          // step, integer, log, group) when there are any.
+          const { name, ...entry } = p;
+          this.state[name] = entry;
         }
         this.triggers = msg.triggers || this.triggers;
         if (this._resync) this._sendUnsent();

@@ -21,12 +21,25 @@ class ParamSpec:
         value: the initial value.
         min: the lowest accepted value.
         max: the highest accepted value.
+        label: what the phone shows instead of the name.
+        unit: shown after the value ("Hz", "dB").
+        step: the slider's step (values sent are multiples of it from min).
+        integer: whole numbers only (the server rounds what phones send too).
+        log: a logarithmic slider (for frequencies; needs min > 0).
+        group: a heading the phone shows the parameter under, with the others of
+            that group, in the order groups first appear.
     """
 
     name: str
     value: float = 0.0
     min: float = 0.0
     max: float = 1.0
+    label: str | None = None
+    unit: str | None = None
+    step: float | None = None
+    integer: bool = False
+    log: bool = False
+    group: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or len(self.name) > 128:
@@ -40,10 +53,47 @@ class ParamSpec:
             raise ValueError(
                 f"{self.name}: need min <= value <= max, got {self.min}, {self.value}, {self.max}"
             )
+        for what in ("label", "unit", "group"):
+            v = getattr(self, what)
+            if v is not None and (not isinstance(v, str) or not v or len(v) > 128):
+                raise ValueError(f"{self.name}: {what} must be a str of 1..128 characters")
+        if self.step is not None:
+            st = self.step
+            if (
+                isinstance(st, bool)
+                or not isinstance(st, int | float)
+                or not (math.isfinite(st) and st > 0)
+            ):
+                raise ValueError(f"{self.name}: step must be a positive number, got {st!r}")
+            object.__setattr__(self, "step", float(st))
+        for what in ("integer", "log"):
+            if not isinstance(getattr(self, what), bool):
+                raise ValueError(f"{self.name}: {what} must be true or false")
+        if self.log and not self.min > 0:
+            raise ValueError(f"{self.name}: a log scale needs min > 0, got {self.min}")
+        if self.integer and self.clamp(self.value) != self.value:
+            raise ValueError(f"{self.name}: an integer parameter needs a whole value")
 
     def clamp(self, value: float) -> float:
-        """`value` limited to [min, max]."""
+        """`value` limited to [min, max] (and rounded, for an integer parameter)."""
+        if self.integer:
+            value = float(round(value))
+            lo, hi = math.ceil(self.min), math.floor(self.max)
+            return float(min(hi, max(lo, value)))
         return min(self.max, max(self.min, value))
+
+    def display(self) -> dict[str, object]:
+        """The fields a phone shows, beyond name/value/min/max (only those set)."""
+        out: dict[str, object] = {}
+        for what in ("label", "unit", "step", "group"):
+            v = getattr(self, what)
+            if v is not None:
+                out[what] = v
+        if self.integer:
+            out["integer"] = True
+        if self.log:
+            out["log"] = True
+        return out
 
 
 def parse_bind_addr(addr: str | tuple[str, int]) -> tuple[str, int]:
@@ -131,6 +181,11 @@ class WsServerConfig:
             have waiting in the audio side's schedule; beyond it, SCHEDULE_FULL. None:
             1/8 of the server's share, which is half the schedule's capacity (the other
             half stays free for events due now, so they never wait behind later ones).
+        title: the show's name, shown at the top of the phone page (in `state`).
+        instruction: one line for the audience under it ("Move the sliders together").
+        trigger_labels: what the pads show instead of the trigger names.
+        xy_pad: where the phone page puts its XY pad: "last" (below sliders and
+            pads), "first" (at the top: on screen at once on a phone) or "off".
     """
 
     bind_addr: str | tuple[str, int] = ("0.0.0.0", 8080)
@@ -161,6 +216,10 @@ class WsServerConfig:
     max_undeclared_params: int = 256
     guess_burst: int = 60
     max_scheduled_per_client: int | None = None
+    title: str | None = None
+    instruction: str | None = None
+    trigger_labels: dict[str, str] = field(default_factory=dict)
+    xy_pad: str = "last"
 
     def __post_init__(self) -> None:
         parse_bind_addr(self.bind_addr)
@@ -192,6 +251,17 @@ class WsServerConfig:
         if self.max_undeclared_params < 0:
             n = self.max_undeclared_params
             raise ValueError(f"max_undeclared_params must be >= 0, got {n}")
+        for what in ("title", "instruction"):
+            v = getattr(self, what)
+            if v is not None and (not isinstance(v, str) or len(v) > 200):
+                raise ValueError(f"{what} must be a str of at most 200 characters")
+        if self.xy_pad not in ("first", "last", "off"):
+            raise ValueError(f"xy_pad is 'first', 'last' or 'off', got {self.xy_pad!r}")
+        for name, label in self.trigger_labels.items():
+            if name not in self.triggers:
+                raise ValueError(f"trigger_labels names {name!r}, which is not a trigger")
+            if not isinstance(label, str) or not label or len(label) > 128:
+                raise ValueError(f"the label of {name!r} must be a str of 1..128 characters")
         if self.static_dir is not None and not Path(self.static_dir).is_dir():
             raise ValueError(f"static_dir {str(self.static_dir)!r} is not a folder")
         per = self.max_scheduled_per_client

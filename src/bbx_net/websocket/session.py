@@ -332,6 +332,16 @@ class Session:
         )
         self._peers: set[Peer] = set()
         self._clock_queue: deque[Peer] = deque()  # estimators with samples to fit
+        page: dict[str, object] = {}
+        if config.title:
+            page["title"] = config.title
+        if config.instruction:
+            page["instruction"] = config.instruction
+        if config.trigger_labels:
+            page["trigger_labels"] = dict(config.trigger_labels)
+        if config.xy_pad != "last":
+            page["xy"] = config.xy_pad
+        self._page = page
         share = producer.schedule_capacity // 2
         per = config.max_scheduled_per_client
         self._schedule = ScheduleShare(share, per if per is not None else max(1, share // 8))
@@ -887,8 +897,8 @@ class Session:
         for name, value in self._values.items():
             spec = self._specs.get(name)
             if spec is not None:
-                states.append(ParamState(name, value, spec.min, spec.max))
-        return encode_state(states, self.config.triggers)
+                states.append(ParamState(name, value, spec.min, spec.max, spec.display()))
+        return encode_state(states, self.config.triggers, self._page)
 
     def _notify(self, event: ParamEvent | TriggerEvent, now_us: int) -> None:
         for listener in self._listeners:
