@@ -395,3 +395,39 @@ integer = true
     ):
         with pytest.raises(ParamFileError, match=message):
             load_show_file(write(tmp_path, "bad.toml", bad))
+
+
+def test_self_signed_https_for_this_machine_made_once_and_kept(tmp_path: Path) -> None:
+    """--self-signed: a certificate naming 127.0.0.1 (and the LAN addresses), which a
+    client that trusts it verifies by address; the next start reuses it."""
+    certs = tmp_path / "certs"
+
+    def start() -> tuple[int, str, str]:
+        proc = _serve("--self-signed", "--cert-dir", str(certs), "--no-qr", "--no-monitor")
+        try:
+            head = _read_until(proc, "Ctrl-C to stop")
+            found = re.search(r"https://127\.0\.0\.1:(\d+)/\?room=(\d{4})&key=", head)
+            assert found and "Self-signed certificate" in head, head
+            port, code = int(found.group(1)), found.group(2)
+            trust = ssl.create_default_context(cafile=str(certs / "bbx-net-cert.pem"))
+
+            async def phone() -> str:
+                async with websockets.connect(f"wss://127.0.0.1:{port}/", ssl=trust) as ws:
+                    await ws.send(orjson.dumps({"type": "join", "room_code": code}).decode())
+                    return str(orjson.loads(await ws.recv())["type"])
+
+            kind = asyncio.run(asyncio.wait_for(phone(), 20 * TIMEOUT_SCALE))
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20 * TIMEOUT_SCALE)
+            assert proc.returncode == 0
+            return port, kind, (certs / "bbx-net-cert.pem").read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+    _, kind, first = start()
+    assert kind == "welcome"
+    _, kind, second = start()
+    assert kind == "welcome" and second == first  # kept: phones are not asked again
+    assert (certs / "bbx-net-key.pem").stat().st_mode & 0o077 == 0

@@ -255,6 +255,71 @@ def readable(value: float) -> str:
     return "0" if text in ("", "-0") else text
 
 
+def self_signed(directory: Path, hosts: Sequence[str]) -> tuple[Path, Path]:
+    """A self-signed certificate for `hosts` (IP addresses and names), kept in
+    `directory` and reused while it covers the same hosts (so a phone that accepted it
+    once is not asked again). Returns (certfile, keyfile).
+
+    Raises:
+        BbxNetError: the `cryptography` package is missing (pip install 'bbx_net[tls]').
+    """
+    import datetime
+    import ipaddress
+
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        raise BbxNetError("--self-signed needs cryptography: pip install 'bbx_net[tls]'") from None
+    cert_path, key_path = directory / "bbx-net-cert.pem", directory / "bbx-net-key.pem"
+    wanted = sorted(set(hosts))
+    if cert_path.exists() and key_path.exists():
+        with contextlib.suppress(ValueError, OSError):
+            old = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            san = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            have = sorted(
+                [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+                + san.get_values_for_type(x509.DNSName)
+            )
+            fresh = old.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
+            if have == wanted and fresh:
+                return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for h in wanted:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            names.append(x509.DNSName(h))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bbx_net on this machine")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
 def print_qr(url: str, out: TextIO, colour: bool | None = None) -> None:
     """The link's QR code in the terminal, two rows per line.
 
@@ -384,6 +449,15 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     if args.trigger:
         triggers = list(dict.fromkeys([*triggers, *args.trigger]))
     ssl_context = None
+    if args.self_signed:
+        hosts = lan_addresses() if args.host in ("0.0.0.0", "", "::") else [args.host]
+        args.certfile, args.keyfile = self_signed(args.cert_dir, [*hosts, "127.0.0.1", "localhost"])
+        out.write(
+            f"  Self-signed certificate: {args.certfile}\n"
+            "  Phones will warn once that the connection is not private: tap Advanced\n"
+            "  (Show details on iPhone) and go on to the site. A certificate for a domain\n"
+            "  you own avoids the warning (--certfile/--keyfile).\n"
+        )
     if args.certfile:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
@@ -581,6 +655,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--certfile", type=Path, help="serve https/wss with this certificate (PEM)")
     s.add_argument("--keyfile", type=Path, help="the certificate's private key (PEM)")
     s.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="serve https/wss with a self-signed certificate for this machine's LAN "
+        "addresses, made once and kept in --cert-dir (needs bbx_net[tls])",
+    )
+    s.add_argument(
+        "--cert-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "bbx_net",
+        help="where --self-signed keeps its certificate (default ~/.cache/bbx_net)",
+    )
+    s.add_argument(
         "--capacity", type=int, default=4096, help="ring capacity in messages (default 4096)"
     )
     s.add_argument(
@@ -654,6 +740,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--port must be 0..65535")
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
+    if args.self_signed and args.certfile:
+        parser.error("--self-signed or --certfile, not both")
     try:
         run_event_loop(serve(args))
     except ParamFileError as exc:
