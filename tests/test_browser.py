@@ -627,3 +627,47 @@ def test_the_host_can_put_the_xy_pad_first_so_it_is_on_screen(page: Page) -> Non
         expect(page.get_by_test_id("xy")).to_be_hidden()
     finally:
         server.stop()
+
+
+def test_the_operator_view_lists_phones_live_and_steers_the_rooms(browser: Browser) -> None:
+    """/admin?token=...: rooms and their phones appear without a reload; Send
+    broadcasts a value to the phones; New room adds one; Close room closes it for its
+    phones. A wrong token is told so and does not retry."""
+    from websockets.sync.client import connect
+
+    token = "operator-token-0123456789"
+    server = ThreadServer(admin_token=token)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(f"{server.url}admin?token={token}")
+        expect(page.get_by_test_id("conn")).to_have_text("live")
+        expect(page.get_by_test_id(f"room-{server.code}")).to_contain_text("0 phones")
+        with connect(f"ws://127.0.0.1:{server.server.port}/") as phone:
+            phone.send(f'{{"type": "join", "room_code": "{server.code}", "client_name": "Ana"}}')
+            assert '"welcome"' in str(phone.recv(timeout=10))
+            phone.recv(timeout=10)  # state
+            room = page.get_by_test_id(f"room-{server.code}")
+            expect(room).to_contain_text("1 phone")
+            expect(room.get_by_test_id("phone")).to_contain_text("Ana")
+            page.get_by_test_id("param").select_option("gain")
+            page.get_by_test_id("value").fill("0.3")
+            page.get_by_test_id("send").click()
+            assert '"update"' in (got := str(phone.recv(timeout=10))) and "0.3" in got
+            expect(page.get_by_test_id("values")).to_contain_text("gain = 0.3")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "operator.png"), full_page=True)
+            page.get_by_test_id("new-room").click()
+            expect(page.locator("[data-testid^='room-']")).to_have_count(2)
+            page.get_by_test_id(f"close-{server.code}").click()
+            assert '"closed"' in str(phone.recv(timeout=10))
+            expect(page.locator("[data-testid^='room-']")).to_have_count(1)
+        wrong = context.new_page()
+        wrong.set_default_timeout(WAIT_MS)
+        wrong.goto(f"{server.url}admin?token=wrong")
+        expect(wrong.get_by_test_id("error")).to_contain_text("Wrong admin token")
+        expect(wrong.get_by_test_id("rooms")).to_be_empty()
+    finally:
+        context.close()
+        server.stop()

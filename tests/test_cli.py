@@ -250,6 +250,7 @@ def test_a_fixed_room_outlives_its_expiry_and_flags_replace_the_demo_set(tmp_pat
         head = _read_until(proc, "Ctrl-C to stop")
         assert poster.read_text().lstrip().startswith("<?xml")
         assert re.search(r"Projector .*: http://127\.0\.0\.1:\d+/show", head), head
+        assert re.search(r"Operator .*: http://127\.0\.0\.1:\d+/admin\?token=[\w-]{22}", head)
         assert "room 0042" in head and f"?room=0042&key={key}" in head, head
         assert "gain 0.5 [0..1]" in head and "freq" not in head
         assert "Trigger pads: (none)" in head

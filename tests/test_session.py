@@ -769,3 +769,53 @@ def test_many_phones_share_half_the_schedule_and_it_frees_as_time_passes() -> No
     w.now += 5 * S + 1_000  # every counted event is due: the shares are free again
     w.send(peer, type="param", param="gain", value=0.5, at=w.now + S)
     assert sink.codes() == []
+
+
+def test_the_operator_view_sees_rooms_and_phones_and_steers_them() -> None:
+    """admin with the token: admin_state now and every housekeeping tick (rooms, their
+    phones with round trip and counters, ring and values); broadcast_param, close_room
+    and new_room work. A wrong token, or admin commands from a phone: FORBIDDEN."""
+    w = World(admin_token="t" * 22)
+    phone, phone_sink = w.joined(client_name="Ana")
+    phone_sink.take()
+    admin, admin_sink = w.connect("10.0.0.9")
+    w.send(admin, type="admin", token="t" * 22)
+    (state,) = admin_sink.take()
+    assert state["type"] == "admin_state"
+    (room,) = state["rooms"]
+    assert room["code"] == w.code and [p["client_name"] for p in room["phones"]] == ["Ana"]
+    assert {"round_trip_us", "clock_offset_us", "messages_in", "errors", "dropped"} <= set(
+        room["phones"][0]
+    )
+    assert state["stats"]["ring_capacity"] > 0 and state["values"] == {"gain": 0.5}
+
+    w.send(admin, type="admin_command", command="broadcast_param", param="gain", value=0.75)
+    result, _ = admin_sink.take()
+    assert result == {"type": "admin_result", "command": "broadcast_param"}
+    assert phone_sink.take() == [{"type": "update", "param": "gain", "value": 0.75}]
+    w.send(admin, type="admin_command", command="new_room")
+    result, state = admin_sink.take()
+    new = result["room_code"]
+    assert new != w.code and {r["code"] for r in state["rooms"]} == {w.code, new}
+    w.send(admin, type="admin_command", command="close_room", room_code=w.code)
+    admin_sink.take()
+    assert phone_sink.take()[0]["type"] == "closed"
+    w.session.housekeeping(w.now)
+    (tick,) = admin_sink.take()
+    assert [r["code"] for r in tick["rooms"]] == [new]
+    w.send(admin, type="admin_command", command="close_room", room_code="0000")
+    assert admin_sink.codes() == ["INVALID_ROOM"]
+
+    intruder, intruder_sink = w.connect("10.0.0.8")
+    w.send(intruder, type="admin", token="nope")
+    w.send(intruder, type="admin_command", command="new_room")
+    assert intruder_sink.codes() == ["FORBIDDEN", "FORBIDDEN"]
+    other, other_sink = w.connect("10.0.0.7")
+    w.send(other, type="join", room_code=new)
+    other_sink.take()
+    w.send(other, type="admin_command", command="close_room", room_code=new)
+    assert other_sink.codes() == ["FORBIDDEN"]
+    off = World()  # no admin_token: no operator view at all
+    peer, sink = off.connect()
+    off.send(peer, type="admin", token="")
+    assert sink.codes() == ["FORBIDDEN"]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import signal
 import socket
 import ssl
@@ -477,6 +478,7 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         instruction=instruction,
         trigger_labels={k: v for k, v in labels.items() if k in triggers},
         xy_pad=args.xy,
+        admin_token=None if args.no_admin else secrets.token_urlsafe(16),
     )
     producer, consumer = net_buffer(args.capacity)
     commands = CommandChannel()
@@ -504,6 +506,11 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         scheme = "https" if secure else "http"
         host = urls[0].split("//", 1)[1].split("/", 1)[0]
         out.write(f"\n  Projector (room code and QR code, full screen): {scheme}://{host}/show\n")
+        if config.admin_token:
+            out.write(
+                f"  Operator (keep this link to yourself): {scheme}://{host}/admin"
+                f"?token={config.admin_token}\n"
+            )
         server.show(code, urls[0])
         if args.qr_out is not None:
             save_qr(urls[0], args.qr_out)
@@ -619,6 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--trigger", action="append", metavar="NAME", help="add a trigger pad (repeatable)"
+    )
+    s.add_argument(
+        "--no-admin",
+        action="store_true",
+        help="no operator view (by default /admin, with a random token printed here)",
     )
     s.add_argument("--title", help="the show's name, at the top of every phone")
     s.add_argument(

@@ -26,6 +26,9 @@ __all__ = [
     "NOT_JOINED",
     "RATE_LIMITED",
     "SCHEDULE_FULL",
+    "FORBIDDEN",
+    "Admin",
+    "AdminCommand",
     "ROOM_FULL",
     "SERVER_FULL",
     "UNKNOWN_PARAM",
@@ -66,6 +69,7 @@ INVALID_TIME: Final = "INVALID_TIME"
 RATE_LIMITED: Final = "RATE_LIMITED"
 SERVER_FULL: Final = "SERVER_FULL"
 SCHEDULE_FULL: Final = "SCHEDULE_FULL"
+FORBIDDEN: Final = "FORBIDDEN"
 
 ERROR_CODES: Final = frozenset(
     {
@@ -81,6 +85,7 @@ ERROR_CODES: Final = frozenset(
         RATE_LIMITED,
         SERVER_FULL,
         SCHEDULE_FULL,
+        FORBIDDEN,
     }
 )
 
@@ -175,7 +180,27 @@ class Leave:
     """`{"type": "leave"}`: leave the room and close."""
 
 
-ClientMessage = Join | Param | Trigger | Sync | Ping | Leave
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """`{"type": "admin", "token"}`: the operator view, instead of join (first)."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCommand:
+    """`{"type": "admin_command", "command", ...}` from an operator connection:
+    `broadcast_param` (param, value), `close_room` (room_code) or `new_room`."""
+
+    command: str
+    param: str | None = None
+    value: float | None = None
+    room_code: str | None = None
+
+
+ADMIN_COMMANDS: Final = frozenset({"broadcast_param", "close_room", "new_room"})
+
+ClientMessage = Join | Param | Trigger | Sync | Ping | Leave | Admin | AdminCommand
 
 
 def _loads(frame: str | bytes | bytearray | memoryview) -> Any:
@@ -354,6 +379,28 @@ def parse_client_message(
         return Sync()
     if kind == "leave":
         return Leave()
+    if kind == "admin":
+        token = obj.get("token")
+        if not isinstance(token, str) or len(token) > 256:
+            raise ProtocolError(INVALID_MESSAGE, "admin needs a string field 'token'")
+        return Admin(token)
+    if kind == "admin_command":
+        command = obj.get("command")
+        if command not in ADMIN_COMMANDS:
+            raise ProtocolError(
+                INVALID_MESSAGE, "'command' must be one of " + ", ".join(sorted(ADMIN_COMMANDS))
+            )
+        if command == "broadcast_param":
+            name = _name(obj, "param", "param")
+            if "value" not in obj:
+                raise ProtocolError(INVALID_MESSAGE, "broadcast_param needs 'value'")
+            return AdminCommand(command, name, _number(obj["value"], "value"))
+        if command == "close_room":
+            code = obj.get("room_code")
+            if not isinstance(code, str) or len(code) > 16:
+                raise ProtocolError(INVALID_MESSAGE, "close_room needs 'room_code'")
+            return AdminCommand(command, room_code=code)
+        return AdminCommand(command)
     raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
 
 

@@ -186,6 +186,9 @@ class WsServerConfig:
         trigger_labels: what the pads show instead of the trigger names.
         xy_pad: where the phone page puts its XY pad: "last" (below sliders and
             pads), "first" (at the top: on screen at once on a phone) or "off".
+        admin_token: enables the operator view (`/admin?token=...`): a connection
+            that sends `{"type": "admin", "token": ...}` with it gets `admin_state`
+            every second and may broadcast values, close and open rooms. None: off.
     """
 
     bind_addr: str | tuple[str, int] = ("0.0.0.0", 8080)
@@ -220,6 +223,7 @@ class WsServerConfig:
     instruction: str | None = None
     trigger_labels: dict[str, str] = field(default_factory=dict)
     xy_pad: str = "last"
+    admin_token: str | None = None
 
     def __post_init__(self) -> None:
         parse_bind_addr(self.bind_addr)

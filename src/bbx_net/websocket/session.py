@@ -15,11 +15,15 @@ any thread.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import hmac
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import orjson
 
 from .._ring import NetBufferProducer, hash_param_name
 from ..clock_filter import OffsetEstimator
@@ -27,13 +31,17 @@ from ..errors import BbxNetError
 from ..message import NodeId
 from ..protocol import (
     ALREADY_JOINED,
+    FORBIDDEN,
     INVALID_ROOM,
+    INVALID_VALUE,
     NOT_JOINED,
     RATE_LIMITED,
     ROOM_FULL,
     SCHEDULE_FULL,
     SERVER_FULL,
     UNKNOWN_PARAM,
+    Admin,
+    AdminCommand,
     InvalidText,
     Join,
     Leave,
@@ -183,6 +191,7 @@ class Peer:
         "replaced",
         "registered",
         "opened_us",
+        "admin",
     )
 
     def __init__(self, address: str, outbox: Outbox, budget: int, now_us: int) -> None:
@@ -210,6 +219,7 @@ class Peer:
         self.replaced = False  # its seat went to a newer connection of the same phone
         self.registered = False  # counted in the session (False: refused SERVER_FULL)
         self.opened_us = now_us
+        self.admin = False  # an operator view (admin token), not a phone
 
 
 class _Room:
@@ -332,6 +342,7 @@ class Session:
         )
         self._peers: set[Peer] = set()
         self._clock_queue: deque[Peer] = deque()  # estimators with samples to fit
+        self._admins: set[Peer] = set()  # operator views, sent admin_state each tick
         page: dict[str, object] = {}
         if config.title:
             page["title"] = config.title
@@ -413,6 +424,10 @@ class Session:
                 self._send(peer, self._state_frame())
             elif isinstance(message, Leave):
                 self._on_leave(peer)
+            elif isinstance(message, Admin):
+                self._on_admin(peer, message)
+            elif isinstance(message, AdminCommand):
+                self._on_admin_command(peer, message, now_us)
         except InvalidText:
             # RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection.
             self._errors += 1
@@ -438,6 +453,7 @@ class Session:
         peer.registered = False
         self._peers.discard(peer)
         self._holding.discard(peer)
+        self._admins.discard(peer)
         self._leave_lobby(peer)
         if peer.seat is not None and not peer.replaced:
             self._rooms.drop(peer.seat.node_id, now_us * 1e-6)
@@ -512,6 +528,10 @@ class Session:
             logger.info("room %s expired", code)
             self._close_room(code, "expired")
         self._rooms.purge(now)
+        if self._admins:
+            frame = self._admin_frame()
+            for admin in list(self._admins):
+                self._send(admin, frame)
 
     # ---- public: the host ---------------------------------------------------------------
 
@@ -616,6 +636,66 @@ class Session:
             # Failed (RFC 6455 §7.1.7), not closed politely: what it still sends is
             # discarded unparsed, so a flood past its budget costs nothing more.
             self._close(peer, CLOSE_POLICY, "too many invalid messages", fail=True)
+
+    # ---- the operator view ----------------------------------------------------------
+
+    def _on_admin(self, peer: Peer, msg: Admin) -> None:
+        if peer.seat is not None or peer.admin:
+            raise ProtocolError(ALREADY_JOINED, "Already joined")
+        token = self.config.admin_token
+        if not token or not hmac.compare_digest(token.encode(), msg.token.encode()):
+            raise ProtocolError(FORBIDDEN, "Wrong admin token")
+        peer.admin = True
+        self._leave_lobby(peer)
+        self._admins.add(peer)
+        self._send(peer, self._admin_frame())
+
+    def _on_admin_command(self, peer: Peer, msg: AdminCommand, now_us: int) -> None:
+        if not peer.admin:
+            raise ProtocolError(FORBIDDEN, "Only the operator view sends admin commands")
+        result: dict[str, object] = {"type": "admin_result", "command": msg.command}
+        if msg.command == "broadcast_param":
+            assert msg.param is not None and msg.value is not None
+            try:
+                command = BroadcastParam(msg.param, msg.value)
+            except ValueError as exc:
+                raise ProtocolError(INVALID_VALUE, str(exc)) from None
+            self._broadcast_param(command, now_us)
+        elif msg.command == "close_room":
+            assert msg.room_code is not None
+            if self._rooms.key(msg.room_code) is None:
+                raise ProtocolError(INVALID_ROOM, "No such room")
+            self._close_room(msg.room_code, "closed")
+            result["room_code"] = msg.room_code
+        else:
+            create = CreateRoom()
+            self._create_room(create, now_us)
+            try:
+                result["room_code"] = create.response.result(0)
+            except BbxNetError as exc:
+                raise ProtocolError(SERVER_FULL, str(exc)) from None
+        self._send(peer, orjson.dumps(result))
+        self._send(peer, self._admin_frame())
+
+    def _admin_frame(self) -> bytes:
+        """What the operator view shows: rooms with their phones, the ring, values."""
+        phones: dict[str, list[dict[str, object]]] = {}
+        for st in self.client_stats():
+            if st.room_code is not None:
+                phones.setdefault(st.room_code, []).append(dataclasses.asdict(st))
+        rooms = [
+            {"code": code, "key": self._rooms.key(code), "phones": phones.get(code, [])}
+            for code in self._rooms.codes()
+        ]
+        return orjson.dumps(
+            {
+                "type": "admin_state",
+                "rooms": rooms,
+                "stats": dataclasses.asdict(self.stats()),
+                "values": self._values,
+                "params": [p.name for p in self.config.params],
+            }
+        )
 
     def _require_joined(self, peer: Peer) -> Seat:
         if peer.seat is None:

@@ -56,8 +56,9 @@ class StaticFiles:
                 self._files[path] = found
         if "/index.html" in self._files:
             self._files["/"] = self._files["/index.html"]
-        if "/show.html" in self._files:
-            self._files["/show"] = self._files["/show.html"]
+        for page in ("show", "admin"):
+            if f"/{page}.html" in self._files:
+                self._files[f"/{page}"] = self._files[f"/{page}.html"]
 
     def respond(self, request: Request) -> Response | None:
         """A Response for a plain HTTP request; None for a WebSocket upgrade."""
