@@ -252,6 +252,7 @@ def test_a_phone_back_after_a_server_restart_is_told_the_room_ended(
         page.get_by_test_id("join").click()
         expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
     finally:
+        page.goto("about:blank")  # no reconnect races the server's stop
         restarted.stop()
 
 
@@ -271,6 +272,7 @@ def test_a_room_that_expired_while_the_phone_was_away_ends_clearly(page: Page) -
         expect(page.get_by_test_id("join-error")).to_contain_text("This room has ended")
         expect(page.get_by_test_id("join-screen")).to_be_visible()
     finally:
+        page.goto("about:blank")  # no reconnect races the server's stop
         server.stop()
 
 
@@ -620,12 +622,14 @@ def test_the_host_can_put_the_xy_pad_first_so_it_is_on_screen(page: Page) -> Non
         box = page.get_by_test_id("xy").bounding_box()
         assert box is not None and box["y"] + box["height"] <= 844  # whole, unscrolled
     finally:
+        page.goto("about:blank")
         server.stop()
     server = ThreadServer(xy_pad="off")
     try:
         open_joined(page, server)
         expect(page.get_by_test_id("xy")).to_be_hidden()
     finally:
+        page.goto("about:blank")
         server.stop()
 
 

@@ -564,6 +564,16 @@ export class BbxClient {
         ws.send(JSON.stringify(join));
       };
       ws.onmessage = (ev) => {
+        // A socket we already replaced (a wake-up retried while an attempt was in
+        // flight): its messages are not ours any more.
+        if (ws !== this._ws) {
+          try {
+            ws.close(1000, "superseded");
+          } catch {
+            // already closing
+          }
+          return;
+        }
         let msg;
         try {
           msg = JSON.parse(ev.data);
@@ -661,14 +671,15 @@ export class BbxClient {
     // and goes to the server now.
     this._resync = false;
     if (this.unsent.size === 0) return;
-    const sent = [...this.unsent];
-    this.unsent.clear();
-    for (const [param, value] of sent) {
+    const sent = [];
+    for (const [param, value] of [...this.unsent]) {
       if (this.state[param]) this.state[param].value = value;
-      this._send({ type: "param", param, value });
+      if (!this._send({ type: "param", param, value })) break; // kept for next time
+      this.unsent.delete(param);
+      sent.push([param, value]);
     }
-    this._emit("unsent", 0);
-    this._emit("flushed", sent);
+    this._emit("unsent", this.unsent.size);
+    if (sent.length) this._emit("flushed", sent);
   }
 
   _rejoinRefused(ws, msg) {

@@ -128,6 +128,7 @@ class _Connection(asyncio.Protocol):
             logger=logger,
         )
         self.transport: asyncio.Transport | None = None
+        server._alive.add(self)  # until connection_lost, whatever happens in between
         self.peer: Peer | None = None
         self.address = "?"
         self._fragments: list[bytes | bytearray | memoryview] | None = (
@@ -341,6 +342,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
+        self.server._alive.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -584,6 +586,9 @@ class WsServer:
         if self._static is not None:
             self._static.dynamic["/show.json"] = self._show_json
         self._connections: set[_Connection] = set()
+        # Every protocol the loop made, from its creation to connection_lost: also those
+        # accepted but not yet given their transport, which stop() must outwait.
+        self._alive: set[_Connection] = set()
         self._lock = threading.Lock()  # guards _loop against the command wake-up
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -723,9 +728,13 @@ class WsServer:
         for conn in list(self._connections):
             conn.abort()
         # abort() finishes in a later loop turn: wait for every connection_lost, so
-        # no transport outlives stop() (and the loop may close right after).
+        # no transport outlives stop() (and the loop may close right after). That
+        # includes connections accepted just before the listener closed, whose
+        # connection_made (which aborts them) is still a few loop turns away.
         deadline = loop.time() + _CLOSE_GRACE
-        while self._connections and loop.time() < deadline:
+        while self._alive and loop.time() < deadline:
+            for conn in list(self._alive):
+                conn.abort()
             await asyncio.sleep(0.005)
         await asyncio.sleep(0)
         with contextlib.suppress(TimeoutError):
