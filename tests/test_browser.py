@@ -543,11 +543,14 @@ def swipe(page: Page, x0: float, y0: float, x1: float, y1: float, steps: int = 1
         cdp.detach()
 
 
+@pytest.mark.parametrize("size", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
 def test_the_page_shows_the_hosts_metadata_title_and_groups(
-    page: Page, show_server: ThreadServer
+    page: Page, show_server: ThreadServer, size: tuple[int, int]
 ) -> None:
     """Labels, units, integer and log sliders, groups in order, title, instruction and
     pad labels, as the host declared them; long names wrap; screenshots saved."""
+    width, height = size
+    page.set_viewport_size({"width": width, "height": height})
     open_joined(page, show_server)
     expect(page.get_by_test_id("title")).to_have_text("Night of Sines")
     assert page.title() == "Night of Sines"
@@ -569,11 +572,14 @@ def test_the_page_shows_the_hosts_metadata_title_and_groups(
     assert pans and (pans[-1] / 0.25) == pytest.approx(round(pans[-1] / 0.25))  # on its steps
     long_pad = page.get_by_test_id(f"pad-{LONG_PAD}")
     assert long_pad.evaluate("b => b.scrollWidth <= b.clientWidth + 1")
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    header = page.get_by_test_id("header").bounding_box()
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    assert header is not None and page.get_by_test_id("header").bounding_box() == header
+    page.evaluate("window.scrollTo(0, 0)")
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "phone-show.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 800})
-    page.screenshot(path=str(ARTIFACTS / "desktop-show.png"), full_page=True)
+    name = "phone-show.png" if width < 600 else "desktop-show.png"
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def test_the_header_stays_visible_and_a_vertical_swipe_on_a_slider_scrolls(

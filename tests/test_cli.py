@@ -432,3 +432,27 @@ def test_self_signed_https_for_this_machine_made_once_and_kept(tmp_path: Path) -
     _, kind, second = start()
     assert kind == "welcome" and second == first  # kept: phones are not asked again
     assert (certs / "bbx-net-key.pem").stat().st_mode & 0o077 == 0
+
+
+def test_log_lines_never_run_into_the_live_line() -> None:
+    """With the live line on a terminal, each log record first wipes the line."""
+    import io
+    import logging
+
+    from bbx_net.cli import _clear_live_line_before_logs
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [logging.StreamHandler(out)]
+    try:
+        _clear_live_line_before_logs(out)
+        out.write("gain=0.5 | clients 1")  # the live line, no newline
+        logging.getLogger("bbx_net.test").warning("a phone joined")
+    finally:
+        root.handlers = saved
+    assert out.getvalue() == "gain=0.5 | clients 1\r\x1b[2Ka phone joined\n"
