@@ -146,6 +146,8 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
+# Tests take `server` before `page`: pytest tears fixtures down in reverse, so the page
+# closes before its server stops, and no reconnect of a still-open page races the stop.
 @pytest.fixture
 def server() -> Iterator[ThreadServer]:
     s = ThreadServer()
@@ -180,7 +182,7 @@ def drag_slider_to(page: Page, name: str, fraction: float) -> None:
 # ---- tests -----------------------------------------------------------------------------
 
 
-def test_join_by_code_and_a_slider_reaches_the_audio_side(page: Page, server: ThreadServer) -> None:
+def test_join_by_code_and_a_slider_reaches_the_audio_side(server: ThreadServer, page: Page) -> None:
     """Type the code, join, move a slider: the value is drained from the ring."""
     page.goto(server.url)
     page.get_by_test_id("code").fill(server.code)
@@ -194,7 +196,7 @@ def test_join_by_code_and_a_slider_reaches_the_audio_side(page: Page, server: Th
 
 
 def test_a_link_with_the_room_key_joins_where_typed_codes_are_throttled(
-    page: Page, server: ThreadServer
+    server: ThreadServer, page: Page
 ) -> None:
     """This address spent its failed joins: the code alone is refused, the link's key
     (sent by the page) still joins."""
@@ -235,7 +237,7 @@ class Away:
 
 
 def test_a_phone_back_after_a_server_restart_is_told_the_room_ended(
-    page: Page, server: ThreadServer
+    server: ThreadServer, page: Page
 ) -> None:
     """The server dies (no goodbye) and comes back on the same port with new rooms: the
     phone's reconnect gets INVALID_ROOM and the page says so on the join form, where
@@ -277,7 +279,7 @@ def test_a_room_that_expired_while_the_phone_was_away_ends_clearly(page: Page) -
 
 
 def test_slider_moves_made_offline_are_marked_and_sent_on_reconnect(
-    page: Page, server: ThreadServer
+    server: ThreadServer, page: Page
 ) -> None:
     away = Away(page)
     open_joined(page, server)
@@ -298,7 +300,7 @@ def test_slider_moves_made_offline_are_marked_and_sent_on_reconnect(
     expect(page.get_by_test_id("unsent")).to_have_text("")
 
 
-def test_host_broadcast_moves_the_slider(page: Page, server: ThreadServer) -> None:
+def test_host_broadcast_moves_the_slider(server: ThreadServer, page: Page) -> None:
     """BroadcastParam from the host sets the slider on the page."""
     open_joined(page, server)
     server.commands.send_threadsafe(ServerCommand.BroadcastParam("gain", 0.25))
@@ -322,7 +324,7 @@ def test_two_pages_see_each_others_updates(browser: Browser, server: ThreadServe
         ctx.close()
 
 
-def test_trigger_pad_and_xy_pad_reach_the_ring(page: Page, server: ThreadServer) -> None:
+def test_trigger_pad_and_xy_pad_reach_the_ring(server: ThreadServer, page: Page) -> None:
     """Tapping a pad and the XY pad send triggers (the XY one with coordinates)."""
     open_joined(page, server)
     page.get_by_test_id("pad-kick").click()
@@ -342,7 +344,7 @@ def test_trigger_pad_and_xy_pad_reach_the_ring(page: Page, server: ThreadServer)
     assert xy.x == pytest.approx(0.25, abs=0.05) and xy.y == pytest.approx(0.75, abs=0.05)
 
 
-def test_room_closed_screen(page: Page, server: ThreadServer) -> None:
+def test_room_closed_screen(server: ThreadServer, page: Page) -> None:
     """CloseRoom shows the closed screen."""
     code = server.commands.create_room_threadsafe(timeout=10)
     open_joined(page, server, code)
@@ -351,7 +353,7 @@ def test_room_closed_screen(page: Page, server: ThreadServer) -> None:
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "closed")
 
 
-def test_wrong_code_says_so_and_the_retry_works(page: Page, server: ThreadServer) -> None:
+def test_wrong_code_says_so_and_the_retry_works(server: ThreadServer, page: Page) -> None:
     """A wrong code shows an error on the join screen; the right one then joins."""
     page.goto(server.url)
     wrong = "0000" if server.code != "0000" else "0001"
@@ -364,7 +366,7 @@ def test_wrong_code_says_so_and_the_retry_works(page: Page, server: ThreadServer
     expect(page.get_by_test_id("control-screen")).to_be_visible()
 
 
-def test_reconnects_with_the_same_node_id(page: Page, server: ThreadServer) -> None:
+def test_reconnects_with_the_same_node_id(server: ThreadServer, page: Page) -> None:
     """The server drops the socket; the page reconnects and keeps its node id."""
     open_joined(page, server)
     node = page.evaluate("window.bbxClient.nodeId")
@@ -408,7 +410,7 @@ def test_joining_while_the_server_is_down_shows_reconnecting(page: Page) -> None
     assert not page.evaluate("window.bbxClient.isConnected")
 
 
-def test_to_server_time_agrees_with_the_server_clock(page: Page, server: ThreadServer) -> None:
+def test_to_server_time_agrees_with_the_server_clock(server: ThreadServer, page: Page) -> None:
     """After the join's burst of pings, toServerTime(now) is within 2 ms of the server
     clock, and the server's own estimate of this phone (from the same exchanges, which
     the page reports in its pings) agrees with the page's."""
@@ -438,7 +440,7 @@ def test_to_server_time_agrees_with_the_server_clock(page: Page, server: ThreadS
     ) == pytest.approx(1234.5)
 
 
-def test_phone_viewport_layout_and_screenshot(page: Page, server: ThreadServer) -> None:
+def test_phone_viewport_layout_and_screenshot(server: ThreadServer, page: Page) -> None:
     """At 390×844: no horizontal scroll, every control ≥ 44 px tall; screenshot saved."""
     open_joined(page, server)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
@@ -456,7 +458,7 @@ def test_phone_viewport_layout_and_screenshot(page: Page, server: ThreadServer) 
     page.screenshot(path=str(ARTIFACTS / "phone-join.png"))
 
 
-def test_page_files_are_served_with_their_types(page: Page, server: ThreadServer) -> None:
+def test_page_files_are_served_with_their_types(server: ThreadServer, page: Page) -> None:
     """The page, the client module, the manifest and the worker come from the package."""
     for path, ctype in (
         ("/", "text/html"),
@@ -545,7 +547,7 @@ def swipe(page: Page, x0: float, y0: float, x1: float, y1: float, steps: int = 1
 
 @pytest.mark.parametrize("size", [(390, 844), (1280, 800)], ids=["phone", "desktop"])
 def test_the_page_shows_the_hosts_metadata_title_and_groups(
-    page: Page, show_server: ThreadServer, size: tuple[int, int]
+    show_server: ThreadServer, page: Page, size: tuple[int, int]
 ) -> None:
     """Labels, units, integer and log sliders, groups in order, title, instruction and
     pad labels, as the host declared them; long names wrap; screenshots saved."""
@@ -583,7 +585,7 @@ def test_the_page_shows_the_hosts_metadata_title_and_groups(
 
 
 def test_the_header_stays_visible_and_a_vertical_swipe_on_a_slider_scrolls(
-    page: Page, show_server: ThreadServer
+    show_server: ThreadServer, page: Page
 ) -> None:
     """At 390x844 with touch: an upward swipe that starts on a slider scrolls the page
     and does not move the slider; the header stays at the top; a horizontal drag does
@@ -611,7 +613,7 @@ def test_the_header_stays_visible_and_a_vertical_swipe_on_a_slider_scrolls(
     assert values and values[-1] > 0.7, values
 
 
-def test_a_malformed_code_gets_our_message(page: Page, server: ThreadServer) -> None:
+def test_a_malformed_code_gets_our_message(server: ThreadServer, page: Page) -> None:
     page.goto(server.url)
     page.get_by_test_id("code").fill("12a4")
     page.get_by_test_id("join").click()
