@@ -226,6 +226,17 @@ def _serve(*flags: str) -> subprocess.Popen[str]:
     )
 
 
+def _join(url: str, code: str, trust: ssl.SSLContext | None = None) -> str:
+    """A phone joins room `code` at `url`; the type of the server's first answer."""
+
+    async def phone() -> str:
+        async with websockets.connect(url, ssl=trust) as ws:
+            await ws.send(orjson.dumps({"type": "join", "room_code": code}).decode())
+            return str(orjson.loads(await ws.recv())["type"])
+
+    return asyncio.run(asyncio.wait_for(phone(), 20 * TIMEOUT_SCALE))
+
+
 def _read_until(proc: subprocess.Popen[str], needle: str, limit: int = 400) -> str:
     assert proc.stdout is not None
     text = ""
@@ -258,12 +269,7 @@ def test_a_fixed_room_outlives_its_expiry_and_flags_replace_the_demo_set(tmp_pat
         assert "room 0042 has ended; a new room is open" in again, again
         port = int(re.search(r"127\.0\.0\.1:(\d+)/", head).group(1))  # type: ignore[union-attr]
 
-        async def phone() -> str:
-            async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
-                await ws.send('{"type": "join", "room_code": "0042"}')
-                return str(orjson.loads(await ws.recv())["type"])
-
-        assert asyncio.run(asyncio.wait_for(phone(), 20 * TIMEOUT_SCALE)) == "welcome"
+        assert _join(f"ws://127.0.0.1:{port}/", "0042") == "welcome"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20 * TIMEOUT_SCALE)
         assert proc.returncode == 0
@@ -290,12 +296,7 @@ def test_https_with_a_certificate_and_a_clear_error_without_one(tmp_path: Path) 
         trust = ssl.create_default_context()
         ca.configure_trust(trust)
 
-        async def phone() -> str:
-            async with websockets.connect(f"wss://127.0.0.1:{port}/", ssl=trust) as ws:
-                await ws.send(orjson.dumps({"type": "join", "room_code": code}).decode())
-                return str(orjson.loads(await ws.recv())["type"])
-
-        assert asyncio.run(asyncio.wait_for(phone(), 20 * TIMEOUT_SCALE)) == "welcome"
+        assert _join(f"wss://127.0.0.1:{port}/", code, trust) == "welcome"
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20 * TIMEOUT_SCALE)
         assert proc.returncode == 0
@@ -412,12 +413,7 @@ def test_self_signed_https_for_this_machine_made_once_and_kept(tmp_path: Path) -
             port, code = int(found.group(1)), found.group(2)
             trust = ssl.create_default_context(cafile=str(certs / "bbx-net-cert.pem"))
 
-            async def phone() -> str:
-                async with websockets.connect(f"wss://127.0.0.1:{port}/", ssl=trust) as ws:
-                    await ws.send(orjson.dumps({"type": "join", "room_code": code}).decode())
-                    return str(orjson.loads(await ws.recv())["type"])
-
-            kind = asyncio.run(asyncio.wait_for(phone(), 20 * TIMEOUT_SCALE))
+            kind = _join(f"wss://127.0.0.1:{port}/", code, trust)
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20 * TIMEOUT_SCALE)
             assert proc.returncode == 0

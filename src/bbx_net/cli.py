@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -503,12 +504,11 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         out.write("\n")
         if not args.no_qr:
             print_qr(urls[0], out)
-        scheme = "https" if secure else "http"
-        host = urls[0].split("//", 1)[1].split("/", 1)[0]
-        out.write(f"\n  Projector (room code and QR code, full screen): {scheme}://{host}/show\n")
+        origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(urls[0]))
+        out.write(f"\n  Projector (room code and QR code, full screen): {origin}/show\n")
         if config.admin_token:
             out.write(
-                f"  Operator (keep this link to yourself): {scheme}://{host}/admin"
+                f"  Operator (keep this link to yourself): {origin}/admin"
                 f"?token={config.admin_token}\n"
             )
         server.show(code, urls[0])

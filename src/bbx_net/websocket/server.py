@@ -34,7 +34,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
@@ -128,7 +127,9 @@ class _Connection(asyncio.Protocol):
             logger=logger,
         )
         self.transport: asyncio.Transport | None = None
-        server._alive.add(self)  # until connection_lost, whatever happens in between
+        # Counted from creation to connection_lost: also while accepted but not yet
+        # given its transport, which stop() must outwait.
+        server._connections.add(self)
         self.peer: Peer | None = None
         self.address = "?"
         self._fragments: list[bytes | bytearray | memoryview] | None = (
@@ -154,14 +155,13 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
         if self.server._stopping:
-            # Accepted before stop() closed the listener but made only now: stop() may
-            # already have waited for every connection, so this one goes at once.
+            # Accepted before stop() closed the listener but made only now: it goes
+            # at once (stop() waits for its connection_lost).
             transport.abort()  # type: ignore[attr-defined]  # a Transport, as above
             return
         self.transport.set_write_buffer_limits(high=_WRITE_HIGH)  # type: ignore[union-attr]
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if peer else "?"
-        self.server._connections.add(self)
         timeout = self.server.config.handshake_timeout
         self._timer = self._loop.call_later(timeout, self._handshake_late)
 
@@ -342,7 +342,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
-        self.server._alive.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -582,13 +581,9 @@ class WsServer:
             # `Origin: null` that sandboxed frames and file:// pages send.
             self._origins = [None if o == "" else o for o in config.allowed_origins]
         self._static = StaticFiles(config.static_dir) if config.serve_static else None
-        self._shown: tuple[str, str, str | None] | None = None  # code, link, QR as SVG
         if self._static is not None:
             self._static.dynamic["/show.json"] = self._show_json
-        self._connections: set[_Connection] = set()
-        # Every protocol the loop made, from its creation to connection_lost: also those
-        # accepted but not yet given their transport, which stop() must outwait.
-        self._alive: set[_Connection] = set()
+        self._connections: set[_Connection] = set()  # every protocol until connection_lost
         self._lock = threading.Lock()  # guards _loop against the command wake-up
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -635,29 +630,11 @@ class WsServer:
         `link` as text and as a QR code (with segno installed), and how many phones
         are in. The page follows when it is called again (a new room); None takes it
         off. Call on the server's loop (or before start)."""
-        if code is None:
-            self._shown = None
-            return
-        link = link or f"?room={code}"
-        svg = None
-        with contextlib.suppress(ImportError):
-            import segno
-
-            svg = segno.make(link, error="m").svg_inline(omitsize=True, dark="#000", light="#fff")
-        self._shown = (code, link, svg)
+        self._session.show(code, link)
 
     def _show_json(self) -> tuple[bytes, str] | None:
-        if self._shown is None:
-            return None
-        code, link, svg = self._shown
-        body = {
-            "code": code,
-            "link": link,
-            "qr_svg": svg,
-            "phones": self._session.room_size(code),
-            "open": self._session.room_key(code) is not None,
-        }
-        return orjson.dumps(body), "application/json"
+        body = self._session.show_json()
+        return None if body is None else (body, "application/json")
 
     def room_key(self, code: str) -> str | None:
         """Room `code`'s link key, for links and QR codes: `?room=CODE&key=KEY`.
@@ -725,15 +702,13 @@ class WsServer:
         deadline = loop.time() + 2 * _CLOSE_GRACE
         while self._connections and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for conn in list(self._connections):
-            conn.abort()
         # abort() finishes in a later loop turn: wait for every connection_lost, so
         # no transport outlives stop() (and the loop may close right after). That
         # includes connections accepted just before the listener closed, whose
         # connection_made (which aborts them) is still a few loop turns away.
         deadline = loop.time() + _CLOSE_GRACE
-        while self._alive and loop.time() < deadline:
-            for conn in list(self._alive):
+        while self._connections and loop.time() < deadline:
+            for conn in list(self._connections):
                 conn.abort()
             await asyncio.sleep(0.005)
         await asyncio.sleep(0)

@@ -15,6 +15,7 @@ any thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
 import hmac
@@ -296,10 +297,6 @@ class ScheduleShare:
         heapq.heappush(heap, (at_us, self._seq, sender))
         return True
 
-    def held(self, sender: object) -> int:
-        """Future events of `sender` counted now."""
-        return self._by.get(sender, 0)
-
 
 class _ErrorLog:
     """Internal errors, counted always and logged at most once per kind per minute."""
@@ -343,6 +340,7 @@ class Session:
         self._peers: set[Peer] = set()
         self._clock_queue: deque[Peer] = deque()  # estimators with samples to fit
         self._admins: set[Peer] = set()  # operator views, sent admin_state each tick
+        self._shown: tuple[str, str, str | None] | None = None  # projector: code, link, QR
         page: dict[str, object] = {}
         if config.title:
             page["title"] = config.title
@@ -577,6 +575,34 @@ class Session:
 
     def rooms(self) -> list[str]:
         return self._rooms.codes()
+
+    def show(self, code: str | None, link: str | None = None) -> None:
+        """The room the projector page shows (see WsServer.show); None: none."""
+        if code is None:
+            self._shown = None
+            return
+        link = link or f"?room={code}"
+        svg = None
+        with contextlib.suppress(ImportError):
+            import segno
+
+            svg = segno.make(link, error="m").svg_inline(omitsize=True, dark="#000", light="#fff")
+        self._shown = (code, link, svg)
+
+    def show_json(self) -> bytes | None:
+        """The projector page's data (`/show.json`), or None when no room is shown."""
+        if self._shown is None:
+            return None
+        code, link, svg = self._shown
+        return orjson.dumps(
+            {
+                "code": code,
+                "link": link,
+                "qr_svg": svg,
+                "phones": self.room_size(code),
+                "open": self.room_key(code) is not None,
+            }
+        )
 
     def room_size(self, code: str) -> int:
         """Phones connected to room `code` now."""
