@@ -17,11 +17,17 @@ from ._clock import (
 from ._ring import (
     ABI_VERSION,
     RING_CAPSULE_NAME,
+    BlockDrain,
+    BoundVizWriter,
     Message,
     NetBufferConsumer,
     NetBufferProducer,
+    SharedSegment,
+    VizReader,
+    VizWriter,
     net_buffer,
     ring_address,
+    viz_buffer,
 )
 from .block_clock import BlockClock
 from .clock_filter import OffsetEstimator
@@ -45,6 +51,12 @@ __all__ = [
     "MESSAGE_DTYPE",
     "RING_CAPSULE_NAME",
     "BbxNetError",
+    "BlockDrain",
+    "BoundVizWriter",
+    "SharedSegment",
+    "VizReader",
+    "VizWriter",
+    "viz_buffer",
     "ClockSync",
     "Message",
     "MessageType",

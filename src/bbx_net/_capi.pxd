@@ -33,12 +33,28 @@ cdef extern from "bbx_net/bbx_net.h" nogil:
         uint32_t reserved
 
     ctypedef struct bbx_ring:
-        size_t capacity
-        size_t pending_capacity
+        uint64_t capacity
+        uint64_t pending_capacity
         uint32_t abi_version
 
+    ctypedef struct bbx_viz_frame:
+        uint32_t stream
+        uint32_t count
+        uint64_t timestamp_us
+
+    ctypedef struct bbx_viz_ring:
+        uint32_t abi_version
+        uint32_t frame_floats
+        uint64_t capacity
+
+    ctypedef struct bbx_segment:
+        uint32_t abi_version
+        uint64_t size
+        int64_t clock_origin_ns
+        int64_t owner_pid
+
     ctypedef struct bbx_clock:
-        pass
+        int64_t origin_ns
 
     uint32_t bbx_hash_param_name(const char *name, size_t length)
 
@@ -56,10 +72,43 @@ cdef extern from "bbx_net/bbx_net.h" nogil:
                                 uint64_t block_start_us, uint32_t sample_rate,
                                 uint32_t block_size)
 
+    bbx_ring *bbx_ring_attach(void *mem, size_t mem_size)
+
+    size_t BBX_VIZ_MAX_FLOATS
+    size_t BBX_VIZ_MAX_CAPACITY
+    size_t bbx_viz_footprint(size_t capacity, uint32_t frame_floats)
+    bbx_viz_ring *bbx_viz_init(void *mem, size_t mem_size, size_t capacity,
+                               uint32_t frame_floats)
+    int bbx_viz_try_push(bbx_viz_ring *v, uint32_t stream, const float *data,
+                         uint32_t count, uint64_t timestamp_us)
+    int bbx_viz_pop(bbx_viz_ring *v, bbx_viz_frame *head, float *data, uint32_t max_floats)
+    size_t bbx_viz_len(bbx_viz_ring *v)
+    uint64_t bbx_viz_dropped(bbx_viz_ring *v)
+    uint64_t bbx_viz_pushed(bbx_viz_ring *v)
+
+    enum:
+        BBX_SEGMENT_STARTING
+        BBX_SEGMENT_SERVING
+        BBX_SEGMENT_STOPPED
+    size_t bbx_segment_footprint(size_t capacity, size_t pending_capacity,
+                                 size_t viz_capacity, uint32_t viz_floats)
+    bbx_segment *bbx_segment_init(void *mem, size_t mem_size, size_t capacity,
+                                  size_t pending_capacity, size_t viz_capacity,
+                                  uint32_t viz_floats, int64_t clock_origin_ns,
+                                  int64_t owner_pid)
+    bbx_segment *bbx_segment_attach(void *mem, size_t mem_size)
+    bbx_ring *bbx_segment_ring(bbx_segment *s)
+    bbx_viz_ring *bbx_segment_viz(bbx_segment *s)
+    uint32_t bbx_segment_state(bbx_segment *s)
+    void bbx_segment_set_state(bbx_segment *s, uint32_t state)
+    int64_t bbx_segment_server_pid(bbx_segment *s)
+    void bbx_segment_set_server_pid(bbx_segment *s, int64_t pid)
+
     int64_t bbx_to_sample_offset(uint64_t timestamp_us, uint64_t block_start_us,
                                  uint32_t sample_rate, uint32_t block_size)
     int64_t bbx_monotonic_ns()
     void bbx_clock_init(bbx_clock *c)
+    void bbx_clock_init_at(bbx_clock *c, int64_t origin_ns)
     uint64_t bbx_clock_now_us(const bbx_clock *c)
     uint64_t bbx_clock_tick(bbx_clock *c)
     uint64_t bbx_clock_cached_us(bbx_clock *c)

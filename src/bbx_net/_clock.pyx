@@ -16,6 +16,7 @@ from bbx_net._capi cimport (
     bbx_clock,
     bbx_clock_cached_us,
     bbx_clock_init,
+    bbx_clock_init_at,
     bbx_clock_now_us,
     bbx_clock_tick,
     bbx_to_sample_offset,
@@ -44,13 +45,24 @@ cdef class ClockSync:
     cdef void *_mem
     cdef bbx_clock *_clock
 
-    def __cinit__(self):
+    def __cinit__(self, origin_ns=None):
         # Aligned by hand: the cached value sits on its own cache line.
         self._mem = malloc(sizeof(bbx_clock) + 64)
         if self._mem == NULL:
             raise MemoryError()
         self._clock = <bbx_clock *>((<uintptr_t>self._mem + 63) & ~(<uintptr_t>63))
-        bbx_clock_init(self._clock)
+        if origin_ns is None:
+            bbx_clock_init(self._clock)
+        else:
+            # Another process's clock (the monotonic clock is the machine's): the
+            # server in its own process and the audio host read the same time.
+            bbx_clock_init_at(self._clock, <int64_t>origin_ns)
+
+    @property
+    def origin_ns(self) -> int:
+        """The raw monotonic reading (ns) this clock counts from; `ClockSync(origin_ns=
+        clock.origin_ns)` in another process reads the same clock."""
+        return self._clock.origin_ns
 
     def __dealloc__(self):
         free(self._mem)

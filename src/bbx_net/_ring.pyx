@@ -11,7 +11,15 @@ from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsul
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.errno cimport errno
 from libc.stdlib cimport free, malloc
+from posix.fcntl cimport O_CREAT, O_EXCL, O_RDWR
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap, shm_open, shm_unlink
+from posix.stat cimport fstat, struct_stat
+from posix.types cimport off_t
+from posix.unistd cimport close, ftruncate, getpid
+
+import os
 
 from bbx_net._capi cimport (
     BBX_FLAG_SCHEDULED,
@@ -38,12 +46,43 @@ from bbx_net._capi cimport (
     bbx_ring_pop,
     bbx_ring_schedule_full,
     bbx_ring_try_push,
+    BBX_SEGMENT_STARTING,
+    BBX_SEGMENT_SERVING,
+    BBX_SEGMENT_STOPPED,
+    BBX_VIZ_MAX_CAPACITY,
+    BBX_VIZ_MAX_FLOATS,
+    bbx_segment,
+    bbx_segment_attach,
+    bbx_segment_footprint,
+    bbx_segment_init,
+    bbx_segment_ring,
+    bbx_segment_server_pid,
+    bbx_segment_set_server_pid,
+    bbx_segment_set_state,
+    bbx_segment_state,
+    bbx_segment_viz,
+    bbx_viz_dropped,
+    bbx_viz_footprint,
+    bbx_viz_frame,
+    bbx_viz_init,
+    bbx_viz_len,
+    bbx_viz_pop,
+    bbx_viz_pushed,
+    bbx_viz_ring,
+    bbx_viz_try_push,
 )
 
 from bbx_net.errors import ProducerThreadError
 
 __all__ = [
     "ABI_VERSION",
+    "BlockDrain",
+    "BoundVizWriter",
+    "SharedSegment",
+    "VizReader",
+    "VizWriter",
+    "unlink_segment",
+    "viz_buffer",
     "MAX_CAPACITY",
     "RING_CAPSULE_NAME",
     "Message",
@@ -122,10 +161,12 @@ cdef str _describe(object arr):
 # ---- memory ownership -------------------------------------------------------------
 
 cdef class _RingStorage:
-    """Owns the one allocation behind a ring; both ends keep it alive."""
+    """Owns the one allocation behind a ring (or keeps the mapping that holds it
+    alive); both ends keep it alive."""
 
-    cdef void *mem
+    cdef void *mem  # malloc'd, or NULL when `owner` (a _Mapping) holds the memory
     cdef bbx_ring *ring
+    cdef object owner
 
     def __dealloc__(self):
         free(self.mem)
@@ -420,6 +461,19 @@ cdef class NetBufferConsumer:
     def __init__(self):
         raise TypeError("use bbx_net.net_buffer(capacity) to create a ring")
 
+    def bind_block(self, out, uint32_t sample_rate, uint32_t block_size):
+        """A `BlockDrain` bound to `out`: `drain(block_start_us)` then allocates nothing.
+
+        For Python audio callbacks: binding checks and holds the array once, so each
+        call is one C call with the GIL released around the drain (see BlockDrain).
+
+        Raises:
+            TypeError: `out` is not a writable C-contiguous 1-D EVENT_DTYPE array with
+                at least one entry.
+            ValueError: sample_rate or block_size is 0.
+        """
+        return BlockDrain(self, out, sample_rate, block_size)
+
     def try_pop(self):
         """Takes the oldest message. Consumer thread; allocates the returned object.
 
@@ -542,6 +596,496 @@ cdef class NetBufferConsumer:
     def capsule(self):
         """The `bbx_ring *` in a PyCapsule named RING_CAPSULE_NAME. Valid while self lives."""
         return PyCapsule_New(<void *>self._ring, BBX_RING_CAPSULE_NAME, NULL)
+
+
+cdef class BlockDrain:
+    """`drain_block` bound to one array, for Python audio callbacks: zero allocations.
+
+    Made by `NetBufferConsumer.bind_block(out, sample_rate, block_size)`. Each
+    `drain(block_start_us)` writes the events due in that block to `out[:n]` and
+    returns n, allocating nothing: the array's buffer was acquired at binding, the
+    arguments are C integers, and n is at most len(out), so with len(out) <= 256 the
+    returned int is one of CPython's preallocated small ints (tests prove the call
+    allocates nothing over 10,000 calls).
+
+    What needs the GIL: entering the call (as for any Python call; the GIL is taken at
+    the top of a Python callback anyway) and returning. The drain itself runs with the
+    GIL released, so the server's thread can run meanwhile. In-process, a Python
+    callback still waits for the GIL at entry while the server's thread holds it: see
+    `bbx_net.realtime.tune_python_host` and the server in its own process
+    (`bbx_net.serve_process`).
+    """
+
+    cdef NetBufferConsumer _consumer
+    cdef object _out
+    cdef bbx_event[::1] _view
+    cdef uint32_t _rate
+    cdef uint32_t _block
+
+    def __init__(self, NetBufferConsumer consumer, out, uint32_t sample_rate,
+                 uint32_t block_size):
+        if sample_rate == 0 or block_size == 0:
+            raise ValueError(
+                f"sample_rate and block_size must be positive, got {sample_rate}, {block_size}"
+            )
+        try:
+            self._view = out
+        except (ValueError, TypeError, BufferError) as exc:
+            raise TypeError(
+                "bind_block needs a writable C-contiguous 1-D array of EVENT_DTYPE, "
+                f"got {_describe(out)}"
+            ) from exc
+        if self._view.shape[0] < 1:
+            raise TypeError("bind_block needs an array with at least one entry")
+        self._consumer = consumer
+        self._out = out
+        self._rate = sample_rate
+        self._block = block_size
+
+    def drain(self, uint64_t block_start_us, uint32_t frames=0):
+        """Writes the events due in the block starting at `block_start_us` (server-clock
+        µs) to out[:n] and returns n; `frames` overrides the bound block size (0 keeps
+        it). A return equal to len(out) means more may be due: call again."""
+        cdef size_t n
+        cdef uint32_t size = frames if frames else self._block
+        with nogil:
+            n = bbx_ring_drain_block(self._consumer._ring, &self._view[0],
+                                     <size_t>self._view.shape[0], block_start_us,
+                                     self._rate, size)
+        return n
+
+    @property
+    def out(self):
+        """The bound array."""
+        return self._out
+
+
+# ---- the way back: visualization frames ---------------------------------------------
+
+cdef class _VizStorage:
+    cdef void *mem  # malloc'd, or NULL when `owner` holds the memory
+    cdef bbx_viz_ring *viz
+    cdef object owner
+
+    def __dealloc__(self):
+        free(self.mem)
+        self.mem = NULL
+        self.viz = NULL
+
+
+def viz_buffer(Py_ssize_t capacity=64, Py_ssize_t frame_floats=256):
+    """Creates a visualization ring (audio thread -> server) and returns its two ends.
+
+    Args:
+        capacity: frames the ring holds (1..65536). A full ring drops new frames.
+        frame_floats: floats per frame (1..4096), for example meter channels or
+            spectrum bins.
+
+    Returns:
+        (VizWriter, VizReader): give the reader to `WsServer(viz=...)`, write from
+        the audio callback (C: `bbx_viz_try_push` on `writer.address`).
+    """
+    if capacity < 1 or <size_t>capacity > BBX_VIZ_MAX_CAPACITY:
+        raise ValueError(f"capacity must be between 1 and {BBX_VIZ_MAX_CAPACITY}, got {capacity}")
+    if frame_floats < 1 or <size_t>frame_floats > BBX_VIZ_MAX_FLOATS:
+        raise ValueError(
+            f"frame_floats must be between 1 and {BBX_VIZ_MAX_FLOATS}, got {frame_floats}"
+        )
+    cdef size_t size = bbx_viz_footprint(capacity, <uint32_t>frame_floats)
+    cdef _VizStorage storage = _VizStorage.__new__(_VizStorage)
+    storage.mem = malloc(size)
+    if storage.mem == NULL:
+        raise MemoryError(f"cannot allocate {size} bytes for a visualization ring")
+    storage.viz = bbx_viz_init(storage.mem, size, capacity, <uint32_t>frame_floats)
+    return _viz_ends(storage)
+
+
+cdef tuple _viz_ends(_VizStorage storage):
+    cdef VizWriter writer = VizWriter.__new__(VizWriter)
+    writer._storage = storage
+    writer._viz = storage.viz
+    cdef VizReader reader = VizReader.__new__(VizReader)
+    reader._storage = storage
+    reader._viz = storage.viz
+    return writer, reader
+
+
+cdef class VizWriter:
+    """The audio thread's end of a visualization ring (single producer).
+
+    `try_push(stream, data)` is the convenient form (it acquires `data`'s buffer, which
+    allocates a little); `bind(array)` gives a `BoundVizWriter` whose `push` allocates
+    nothing. From C: `bbx_viz_try_push((bbx_viz_ring *)writer.address, ...)`.
+    """
+
+    cdef _VizStorage _storage
+    cdef bbx_viz_ring *_viz
+
+    def __init__(self):
+        raise TypeError("use bbx_net.viz_buffer() or a SharedSegment to create one")
+
+    def try_push(self, uint32_t stream, data, uint64_t timestamp_us=0):
+        """Copies `data` (1-D float32, at most frame_floats) as one frame of `stream`.
+
+        Returns False when the ring is full (the frame is dropped and counted).
+
+        Raises:
+            TypeError: data is not a C-contiguous 1-D float32 buffer.
+            ValueError: data is longer than frame_floats.
+        """
+        cdef const float[::1] view
+        try:
+            view = data
+        except (ValueError, TypeError, BufferError) as exc:
+            raise TypeError(f"try_push needs a C-contiguous 1-D float32 array, got {_describe(data)}") from exc
+        if <size_t>view.shape[0] > self._viz.frame_floats:
+            raise ValueError(f"a frame holds {self._viz.frame_floats} floats, got {view.shape[0]}")
+        cdef int got
+        with nogil:
+            got = bbx_viz_try_push(self._viz, stream, &view[0] if view.shape[0] else NULL,
+                                   <uint32_t>view.shape[0], timestamp_us)
+        return got == 1
+
+    def bind(self, data):
+        """A BoundVizWriter that pushes (a prefix of) `data` without allocating."""
+        return BoundVizWriter(self, data)
+
+    @property
+    def frame_floats(self) -> int:
+        return self._viz.frame_floats
+
+    @property
+    def capacity(self) -> int:
+        return self._viz.capacity
+
+    @property
+    def dropped(self) -> int:
+        """Frames refused because the ring was full."""
+        return bbx_viz_dropped(self._viz)
+
+    @property
+    def pushed(self) -> int:
+        """Frames accepted."""
+        return bbx_viz_pushed(self._viz)
+
+    @property
+    def address(self) -> int:
+        """The `bbx_viz_ring *` as an integer, for C hosts. Valid while self lives."""
+        return <size_t>self._viz
+
+
+cdef class BoundVizWriter:
+    """`VizWriter.try_push` bound to one float32 array: `push` allocates nothing.
+
+    What needs the GIL: entering and returning from `push` (the copy runs without it).
+    """
+
+    cdef VizWriter _writer
+    cdef object _data
+    cdef const float[::1] _view
+
+    def __init__(self, VizWriter writer, data):
+        try:
+            self._view = data
+        except (ValueError, TypeError, BufferError) as exc:
+            raise TypeError(f"bind needs a C-contiguous 1-D float32 array, got {_describe(data)}") from exc
+        if self._view.shape[0] < 1:
+            raise TypeError("bind needs an array with at least one float")
+        self._writer = writer
+        self._data = data
+
+    def push(self, uint32_t stream, uint64_t timestamp_us=0, Py_ssize_t count=-1):
+        """Pushes the array's first `count` floats (-1: all, capped at frame_floats) as
+        one frame of `stream`. Returns False when the ring is full."""
+        cdef bbx_viz_ring *v = self._writer._viz
+        cdef Py_ssize_t n = self._view.shape[0] if count < 0 else count
+        if n > self._view.shape[0]:
+            n = self._view.shape[0]
+        if <size_t>n > v.frame_floats:
+            n = v.frame_floats
+        cdef int got
+        with nogil:
+            got = bbx_viz_try_push(v, stream, &self._view[0], <uint32_t>n, timestamp_us)
+        return got == 1
+
+
+cdef class VizReader:
+    """The server's end of a visualization ring (single consumer)."""
+
+    cdef _VizStorage _storage
+    cdef bbx_viz_ring *_viz
+
+    def __init__(self):
+        raise TypeError("use bbx_net.viz_buffer() or a SharedSegment to create one")
+
+    def pop(self):
+        """The oldest frame as (stream, timestamp_us, list of floats), or None."""
+        cdef bbx_viz_frame head
+        cdef float[::1] buf
+        import numpy as np
+        arr = np.empty(self._viz.frame_floats, dtype=np.float32)
+        buf = arr
+        cdef int got
+        with nogil:
+            got = bbx_viz_pop(self._viz, &head, &buf[0], self._viz.frame_floats)
+        if not got:
+            return None
+        return head.stream, head.timestamp_us, arr[: head.count].tolist()
+
+    def newest(self, Py_ssize_t limit=4096):
+        """Takes every waiting frame (at most `limit`) and returns the newest of each
+        stream: {stream: (timestamp_us, [floats])}."""
+        out = {}
+        cdef Py_ssize_t i
+        for i in range(limit):
+            frame = self.pop()
+            if frame is None:
+                break
+            out[frame[0]] = (frame[1], frame[2])
+        return out
+
+    def __len__(self):
+        return bbx_viz_len(self._viz)
+
+    @property
+    def frame_floats(self) -> int:
+        return self._viz.frame_floats
+
+    @property
+    def capacity(self) -> int:
+        return self._viz.capacity
+
+    @property
+    def dropped(self) -> int:
+        return bbx_viz_dropped(self._viz)
+
+    @property
+    def pushed(self) -> int:
+        return bbx_viz_pushed(self._viz)
+
+
+# ---- shared-memory segments (a server in another process) ---------------------------
+
+cdef class _Mapping:
+    """One mmap of a segment; unmapped when the last ring end using it goes."""
+
+    cdef void *base
+    cdef size_t size
+
+    def __dealloc__(self):
+        if self.base != NULL:
+            munmap(self.base, self.size)
+            self.base = NULL
+
+
+cdef bytes _shm_name(name):
+    if not isinstance(name, str) or not name.startswith("/") or "/" in name[1:] \
+            or not 2 <= len(name) <= 200:
+        raise ValueError(f"a segment name is '/' and 1-199 characters without '/': {name!r}")
+    return name.encode()
+
+
+STATE_STARTING = BBX_SEGMENT_STARTING
+STATE_SERVING = BBX_SEGMENT_SERVING
+STATE_STOPPED = BBX_SEGMENT_STOPPED
+
+
+cdef class SharedSegment:
+    """The rings of a server in another process, in POSIX shared memory.
+
+    One segment holds the message ring (server -> audio), an optional visualization
+    ring (audio -> server) and the server clock's origin, at offsets (no pointers), so
+    both processes map it at any address. C hosts attach with `bbx_shm_attach(name)`
+    from <bbx_net/bbx_shm.h>.
+
+    `create(...)` lays a new one out (the name must not exist); `attach(name)` maps an
+    existing one. `unlink()` removes the name: mappings stay valid, and the memory is
+    freed when the last process unmaps it. Ring ends keep the mapping alive.
+    """
+
+    cdef _Mapping _map
+    cdef bbx_segment *_seg
+    cdef readonly str name
+
+    def __init__(self):
+        raise TypeError("use SharedSegment.create() or SharedSegment.attach(name)")
+
+    @staticmethod
+    def create(str name, Py_ssize_t capacity=4096, schedule_capacity=None,
+               Py_ssize_t viz_capacity=64, Py_ssize_t viz_floats=256, clock_origin_ns=None):
+        """Creates segment `name` ("/something") with a ring of `capacity` messages.
+
+        Args:
+            schedule_capacity: as for net_buffer (None: max(capacity, 1024)).
+            viz_capacity: frames of the visualization ring (0: none).
+            viz_floats: floats per visualization frame.
+            clock_origin_ns: the server clock's origin (a bbx_monotonic_ns reading;
+                None: now).
+
+        Raises:
+            FileExistsError: the name exists.
+            ValueError: a size is out of range.
+        """
+        cdef bytes bname = _shm_name(name)
+        cdef Py_ssize_t sched = max(capacity, 1024) if schedule_capacity is None else schedule_capacity
+        if capacity < 1 or <size_t>capacity > BBX_RING_MAX_CAPACITY:
+            raise ValueError(f"capacity must be between 1 and {BBX_RING_MAX_CAPACITY}, got {capacity}")
+        if sched < 0 or <size_t>sched > BBX_RING_MAX_CAPACITY:
+            raise ValueError(f"schedule_capacity must be between 0 and {BBX_RING_MAX_CAPACITY}")
+        if viz_capacity < 0 or <size_t>viz_capacity > BBX_VIZ_MAX_CAPACITY:
+            raise ValueError(f"viz_capacity must be between 0 and {BBX_VIZ_MAX_CAPACITY}")
+        if viz_floats < 1 or <size_t>viz_floats > BBX_VIZ_MAX_FLOATS:
+            raise ValueError(f"viz_floats must be between 1 and {BBX_VIZ_MAX_FLOATS}")
+        cdef size_t size = bbx_segment_footprint(capacity, sched, viz_capacity,
+                                                 <uint32_t>viz_floats)
+        cdef int64_t origin = bbx_monotonic_ns() if clock_origin_ns is None else clock_origin_ns
+        cdef int fd = shm_open(bname, O_CREAT | O_EXCL | O_RDWR, 0o600)
+        if fd < 0:
+            _raise_errno(name)
+        cdef void *base = MAP_FAILED
+        cdef int err = 0
+        if ftruncate(fd, <off_t>size) != 0:
+            err = errno
+        else:
+            base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            if base == MAP_FAILED:
+                err = errno
+        close(fd)
+        if base == MAP_FAILED:
+            shm_unlink(bname)
+            _raise_errno(name, err)
+        cdef _Mapping m = _Mapping.__new__(_Mapping)
+        m.base = base
+        m.size = size
+        cdef SharedSegment seg = SharedSegment.__new__(SharedSegment)
+        seg._map = m
+        seg.name = name
+        seg._seg = bbx_segment_init(base, size, capacity, sched, viz_capacity,
+                                    <uint32_t>viz_floats, origin, getpid())
+        if seg._seg == NULL:  # cannot happen after the checks above
+            shm_unlink(bname)
+            raise ValueError("segment layout failed")
+        return seg
+
+    @staticmethod
+    def attach(str name):
+        """Maps the existing segment `name`.
+
+        Raises:
+            FileNotFoundError: no such segment.
+            ValueError: it is not a bbx_net segment of this ABI.
+        """
+        cdef bytes bname = _shm_name(name)
+        cdef int fd = shm_open(bname, O_RDWR, 0)
+        if fd < 0:
+            _raise_errno(name)
+        cdef struct_stat st
+        if fstat(fd, &st) != 0:
+            close(fd)
+            _raise_errno(name)
+        cdef size_t size = <size_t>st.st_size
+        cdef void *base = MAP_FAILED
+        if size > 0:
+            base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        close(fd)
+        if size == 0:
+            raise ValueError(f"{name} is empty: not a bbx_net segment (or still being made)")
+        if base == MAP_FAILED:
+            _raise_errno(name)
+        cdef _Mapping m = _Mapping.__new__(_Mapping)
+        m.base = base
+        m.size = size
+        cdef bbx_segment *s = bbx_segment_attach(base, size)
+        if s == NULL:
+            raise ValueError(f"{name} is not a bbx_net segment of ABI {BBX_NET_ABI_VERSION}")
+        cdef SharedSegment seg = SharedSegment.__new__(SharedSegment)
+        seg._map = m
+        seg._seg = s
+        seg.name = name
+        return seg
+
+    def unlink(self):
+        """Removes the segment's name (mappings stay). Returns False if it was gone."""
+        return shm_unlink(self.name.encode()) == 0
+
+    cdef _RingStorage _ring_storage(self):
+        cdef _RingStorage storage = _RingStorage.__new__(_RingStorage)
+        storage.mem = NULL
+        storage.ring = bbx_segment_ring(self._seg)
+        storage.owner = self._map
+        return storage
+
+    def producer(self):
+        """The message ring's producing end (the server's side)."""
+        cdef _RingStorage storage = self._ring_storage()
+        cdef NetBufferProducer producer = NetBufferProducer.__new__(NetBufferProducer)
+        producer._storage = storage
+        producer._ring = storage.ring
+        return producer
+
+    def consumer(self):
+        """The message ring's consuming end (the audio side)."""
+        cdef _RingStorage storage = self._ring_storage()
+        cdef NetBufferConsumer consumer = NetBufferConsumer.__new__(NetBufferConsumer)
+        consumer._storage = storage
+        consumer._ring = storage.ring
+        return consumer
+
+    def viz(self):
+        """(VizWriter, VizReader) of the visualization ring, or None if it has none."""
+        cdef bbx_viz_ring *v = bbx_segment_viz(self._seg)
+        if v == NULL:
+            return None
+        cdef _VizStorage storage = _VizStorage.__new__(_VizStorage)
+        storage.mem = NULL
+        storage.viz = v
+        storage.owner = self._map
+        return _viz_ends(storage)
+
+    @property
+    def size(self) -> int:
+        return self._seg.size
+
+    @property
+    def clock_origin_ns(self) -> int:
+        """The server clock's origin: `ClockSync(origin_ns=...)` reads the same clock."""
+        return self._seg.clock_origin_ns
+
+    @property
+    def owner_pid(self) -> int:
+        """The process that created the segment."""
+        return self._seg.owner_pid
+
+    @property
+    def server_pid(self) -> int:
+        """The serving process (0 until one attached)."""
+        return bbx_segment_server_pid(self._seg)
+
+    @server_pid.setter
+    def server_pid(self, int64_t pid):
+        bbx_segment_set_server_pid(self._seg, pid)
+
+    @property
+    def state(self) -> int:
+        """STATE_STARTING, STATE_SERVING or STATE_STOPPED."""
+        return bbx_segment_state(self._seg)
+
+    @state.setter
+    def state(self, uint32_t value):
+        if value > BBX_SEGMENT_STOPPED:
+            raise ValueError(f"unknown segment state {value}")
+        bbx_segment_set_state(self._seg, value)
+
+
+cdef int _raise_errno(str name, int e=0) except -1:
+    if e == 0:
+        e = errno
+    raise OSError(e, os.strerror(e), name)
+
+
+def unlink_segment(str name):
+    """Removes segment `name` if it exists; returns whether it did."""
+    return shm_unlink(_shm_name(name)) == 0
 
 
 cdef bbx_ring *_ring_of(object ring) except NULL:

@@ -485,8 +485,9 @@ def encode_closed(reason: str | None = None) -> bytes:
     return orjson.dumps({"type": "closed", "reason": reason})
 
 
-def encode_visualization(data: Sequence[float]) -> bytes:
-    """`visualization`: `{"type": "visualization", "data": [float, ...]}`.
+def encode_visualization(data: Sequence[float], stream: int = 0) -> bytes:
+    """`visualization`: `{"type": "visualization", "data": [float, ...]}`, with
+    `"stream": n` added for streams other than 0 (the page's default view).
 
     Raises:
         ValueError: a value is not a finite number (JSON has no NaN).
@@ -494,4 +495,6 @@ def encode_visualization(data: Sequence[float]) -> bytes:
     values = [float(v) for v in data]
     if not all(math.isfinite(v) for v in values):
         raise ValueError("visualization data must be finite numbers")
+    if stream:
+        return orjson.dumps({"type": "visualization", "data": values, "stream": stream})
     return orjson.dumps({"type": "visualization", "data": values})

@@ -645,7 +645,7 @@ export class BbxClient {
         this._onPong(msg);
         break;
       case "visualization":
-        this._emit("visualization", msg.data);
+        this._emit("visualization", msg.data, msg.stream || 0);
         break;
       case "error":
         this._emit("error", msg);

@@ -66,18 +66,27 @@ class BroadcastVisualization:
     its buffer right after. Encoded once for all; a client that cannot keep up gets only
     the newest frame.
 
+    `stream` (0..2**32-1) names one of several views (a meter, a spectrum); a client
+    that cannot keep up gets the newest frame of each stream. Stream 0 is the page's
+    default view; other streams add `"stream": n` to the message.
+
     Raises:
-        ValueError: a value is not a finite number (at construction).
+        ValueError: a value is not a finite number, or `stream` is out of range (at
+            construction).
         TypeError: `data` is not a sequence of numbers.
     """
 
     data: Sequence[float]
+    stream: int = 0
     frame: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         values = tuple(float(v) for v in self.data)
+        stream = self.stream
+        if isinstance(stream, bool) or not isinstance(stream, int) or not 0 <= stream < 1 << 32:
+            raise ValueError(f"visualization stream must be 0..2**32-1, got {stream!r}")
         object.__setattr__(self, "data", values)
-        object.__setattr__(self, "frame", encode_visualization(values))
+        object.__setattr__(self, "frame", encode_visualization(values, stream))
 
 
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

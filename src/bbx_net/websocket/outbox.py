@@ -70,7 +70,7 @@ class Outbox:
         self.dropped = 0
         self._queue: deque[bytes] | None = None
         self._updates: dict[str, bytes] | None = None  # parameter -> newest update
-        self._viz: bytes | None = None
+        self._viz: dict[int, bytes] | None = None  # stream -> newest frame
         self._close: tuple[int, str, bool] | None = None  # waiting behind the queue
 
     # ---- public ----------------------------------------------------------------------
@@ -113,14 +113,18 @@ class Outbox:
         self._write(message)
         return self.is_holding
 
-    def visualization(self, message: bytes) -> bool:
-        """A visualization frame: now, or the newest one when the client can take it."""
+    def visualization(self, message: bytes, stream: int = 0) -> bool:
+        """A visualization frame: now, or the newest one of its stream when the client
+        can take it."""
         if self.closed:
             return False
         if self.paused or self._queue:
-            if self._viz is not None:
+            viz = self._viz
+            if viz is None:
+                viz = self._viz = {}
+            if stream in viz:
                 self.dropped += 1  # stale now
-            self._viz = message
+            viz[stream] = message
             return True
         self._write(message)
         return self.is_holding
@@ -167,8 +171,14 @@ class Outbox:
                 else:
                     self._write(frame)
         if self._viz is not None and not self.paused:
-            frame, self._viz = self._viz, None
-            self._write(frame)
+            viz, self._viz = self._viz, None
+            for stream, frame in viz.items():
+                if self.paused:  # the rest waits, still newest-only
+                    if self._viz is None:
+                        self._viz = {}
+                    self._viz[stream] = frame
+                else:
+                    self._write(frame)
         return self.is_holding
 
     # ---- private ---------------------------------------------------------------------

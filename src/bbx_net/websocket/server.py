@@ -41,9 +41,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from .._clock import ClockSync
-from .._ring import NetBufferProducer
+from .._ring import NetBufferProducer, VizReader
 from ..errors import BbxNetError
-from .commands import CommandChannel
+from .commands import BroadcastVisualization, CommandChannel
 from .config import WsServerConfig
 from .session import ClientStats, ParamEvent, Peer, ServerStats, Session, TriggerEvent
 from .static import StaticFiles
@@ -557,6 +557,13 @@ class WsServer:
         producer: the ring's producing end; this server becomes its producer thread.
         commands: where the host's commands come from (a CommandChannel). None
             creates one, available as `server.commands`.
+        clock: the server clock; None makes one. A server in another process than
+            its audio host takes the clock of its shared segment
+            (`ClockSync(origin_ns=segment.clock_origin_ns)`).
+        viz: the reading end of a visualization ring (`viz_buffer()`, or a shared
+            segment's): the frames the audio thread writes are sent to every joined
+            client as `visualization`, up to `update_rate` times a second, newest
+            frame of each stream only.
 
     Attributes:
         clock: the server clock (`ClockSync`); the whole session, timestamps and `at`
@@ -569,11 +576,14 @@ class WsServer:
         config: WsServerConfig,
         producer: NetBufferProducer,
         commands: CommandChannel | None = None,
+        clock: ClockSync | None = None,
+        viz: VizReader | None = None,
     ) -> None:
         self.config = config
         self.producer = producer
         self.commands = commands if commands is not None else CommandChannel()
-        self.clock = ClockSync()
+        self.clock = clock if clock is not None else ClockSync()
+        self.viz = viz
         self._session = Session(config, producer, self.clock.now_us())
         self._origins: Any = None
         if config.allowed_origins is not None:
@@ -592,6 +602,7 @@ class WsServer:
         self._flushing = False
         self._stopping = False  # stop() began: connections made from now are refused
         self._port: int | None = None
+        self._viz_rejected = 0  # frames with NaN/inf from the host, not sent
         self.commands.bind(self._wake)
 
     # ---- public ----------------------------------------------------------------------
@@ -679,6 +690,8 @@ class WsServer:
         every = min(1.0, self.config.room.expiration / 4, self.config.join_timeout / 4)
         self._every(every, self._housekeeping)
         self._every(0.1, self._refit_clocks)  # a few clock fits at a time: no long pause
+        if self.viz is not None:
+            self._every(1.0 / self.config.update_rate, self._pump_viz)
         logger.info("listening on %s:%d", host, self._port)
 
     async def stop(self) -> None:
@@ -779,6 +792,22 @@ class WsServer:
 
     def _refit_clocks(self) -> None:
         self._session.refit_clocks()
+
+    def _pump_viz(self) -> None:
+        """Fans the audio thread's newest frame of each stream out to the clients."""
+        assert self.viz is not None
+        frames = self.viz.newest()
+        if not frames:
+            return
+        now = self.clock.now_us()
+        for stream, (_, data) in frames.items():
+            try:
+                command = BroadcastVisualization(data, stream)
+            except ValueError:
+                self._viz_rejected += 1  # NaN or infinity from the host: not JSON
+                continue
+            self._session.command(command, now)
+        self._after_session()
 
     def _after_session(self) -> None:
         """Keeps a flush timer running while some outbox holds messages."""

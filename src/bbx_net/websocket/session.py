@@ -539,7 +539,7 @@ class Session:
             if isinstance(command, BroadcastParam):
                 self._broadcast_param(command, now_us)
             elif isinstance(command, BroadcastVisualization):
-                self._broadcast_visualization(command.frame)
+                self._broadcast_visualization(command.frame, command.stream)
             elif isinstance(command, CreateRoom):
                 self._create_room(command, now_us)
             elif isinstance(command, CloseRoom):
@@ -931,10 +931,10 @@ class Session:
                 holding.add(peer)
         self._notify(ParamEvent(name, value, None, None, None, now_us, True), now_us)
 
-    def _broadcast_visualization(self, frame: bytes) -> None:
+    def _broadcast_visualization(self, frame: bytes, stream: int = 0) -> None:
         holding = self._holding
         for peer in self._by_node.values():
-            if peer.outbox.visualization(frame):
+            if peer.outbox.visualization(frame, stream):
                 holding.add(peer)
 
     def _close_room(self, code: str, reason: str) -> None:
