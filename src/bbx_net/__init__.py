@@ -74,8 +74,18 @@ __all__ = [
     "ntp_offset",
     "ring_address",
     "round_trip_delay",
+    "serve_process",
     "to_sample_offset",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # bbx_net.serve_process without importing the server (websockets) on `import bbx_net`.
+    if name == "serve_process":
+        from .websocket.process import serve_process
+
+        return serve_process
+    raise AttributeError(f"module 'bbx_net' has no attribute {name!r}")
 
 
 def get_include() -> str:

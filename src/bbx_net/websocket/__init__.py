@@ -30,6 +30,7 @@ from .commands import (
     Shutdown,
 )
 from .config import ParamSpec, WsServerConfig
+from .process import ServerProcess, serve_process
 from .server import ClientStats, ParamEvent, ServerStats, TriggerEvent, WsServer
 
 __all__ = [
@@ -44,12 +45,14 @@ __all__ = [
     "ParamSpec",
     "RoomConfig",
     "ServerCommand",
+    "ServerProcess",
     "ServerStats",
     "Shutdown",
     "TriggerEvent",
     "WsServer",
     "WsServerConfig",
     "run",
+    "serve_process",
 ]
 
 T = TypeVar("T")

@@ -1,0 +1,111 @@
+"""Python audio callbacks: the bound drain and viz push allocate nothing per call, and
+the in-process helper applies what it says."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import sys
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import bbx_net
+from bbx_net import EVENT_DTYPE, net_buffer
+from bbx_net.realtime import tune_python_host
+
+CALLS = 10_000
+
+
+def allocations(call: Callable[[], object]) -> tuple[int, int]:
+    """(peak traced bytes above the start, blocks still allocated after) over CALLS
+    calls, minus the same loop around a call that does nothing."""
+
+    def measure(fn: Callable[[], object]) -> tuple[int, int]:
+        fn()
+        gc.collect()
+        gc.disable()
+        try:
+            tracemalloc.start()
+            tracemalloc.reset_peak()
+            start = tracemalloc.get_traced_memory()[0]
+            blocks = sys.getallocatedblocks()
+            for _ in itertools.repeat(None, CALLS):
+                fn()
+            after = sys.getallocatedblocks()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        finally:
+            gc.enable()
+        return peak - start, after - blocks
+
+    def nothing() -> None:
+        return None
+
+    base_peak, base_blocks = measure(nothing)
+    peak, blocks = measure(call)
+    return peak - base_peak, blocks - base_blocks
+
+
+def test_bound_block_drain_allocates_nothing_over_10000_calls() -> None:
+    producer, consumer = net_buffer(CALLS + 16, CALLS + 16)
+    for i in range(CALLS + 1):
+        assert producer.try_send_param("gain", float(i))
+    out = np.zeros(1, EVENT_DTYPE)
+    drain = consumer.bind_block(out, 48_000, 256).drain
+    start = 10**12  # a Python int made once, as a callback's BlockClock gives it
+    got: list[int] = []
+    assert allocations(lambda: drain(start)) == (0, 0)
+    # Each call did real work: one message out per call, in order.
+    got.append(int(out[0]["payload"][0]))
+    assert got == [CALLS] and consumer.pending == 0
+
+
+def test_the_allocation_check_sees_the_unbound_drain_allocate() -> None:
+    """The same measurement catches drain_block, which acquires its buffer per call."""
+    producer, consumer = net_buffer(64)
+    out = np.zeros(4, EVENT_DTYPE)
+    peak, _ = allocations(lambda: consumer.drain_block(out, 10**12, 48_000, 256))
+    assert peak > 0
+
+
+def test_bound_viz_push_allocates_nothing_over_10000_calls() -> None:
+    writer, reader = bbx_net.viz_buffer(CALLS + 1, 8)
+    meter = np.arange(8, dtype=np.float32)
+    push = writer.bind(meter).push
+    assert allocations(lambda: push(1, 5)) == (0, 0)
+    assert writer.pushed == CALLS + 1 and writer.dropped == 0
+    assert reader.pop() == (1, 5, [float(i) for i in range(8)])
+
+
+def test_binding_checks_its_array_once() -> None:
+    _, consumer = net_buffer(4)
+    with pytest.raises(TypeError):
+        consumer.bind_block(np.zeros(4, np.float32), 48_000, 256)
+    with pytest.raises(TypeError):
+        consumer.bind_block(np.zeros(0, EVENT_DTYPE), 48_000, 256)
+    with pytest.raises(ValueError):
+        consumer.bind_block(np.zeros(4, EVENT_DTYPE), 0, 256)
+    writer, _ = bbx_net.viz_buffer(4, 2)
+    with pytest.raises(TypeError):
+        writer.bind(np.zeros(2, np.float64))
+    bound = writer.bind(np.ones(5, np.float32))
+    assert bound.push(0, 0, 5)  # capped at frame_floats
+
+
+def test_tune_python_host_applies_and_restores_the_measured_settings() -> None:
+    before = sys.getswitchinterval()
+    gc.collect()
+    survivors = len(gc.get_objects(generation=2))
+    assert survivors > 1000
+    with tune_python_host() as tuning:
+        assert sys.getswitchinterval() == pytest.approx(1e-4)
+        assert tuning.frozen >= survivors - 100
+        # Frozen objects are out of every generation: collections no longer scan them.
+        assert len(gc.get_objects(generation=2)) < survivors // 10
+    assert sys.getswitchinterval() == before
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(ValueError):
+        tune_python_host(0)
