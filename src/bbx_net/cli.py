@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -28,8 +29,17 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import EVENT_DTYPE, BlockClock, MessageType, __version__, hash_param_name, net_buffer
-from ._ring import NetBufferConsumer
+from . import (
+    EVENT_DTYPE,
+    BlockClock,
+    ClockSync,
+    MessageType,
+    SharedSegment,
+    __version__,
+    hash_param_name,
+    net_buffer,
+)
+from ._ring import STATE_SERVING, STATE_STOPPED, NetBufferConsumer
 from .errors import BbxNetError
 from .websocket import (
     CommandChannel,
@@ -481,11 +491,29 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         xy_pad=args.xy,
         admin_token=None if args.no_admin else secrets.token_urlsafe(16),
     )
-    producer, consumer = net_buffer(args.capacity)
+    segment = None
+    if args.shm is not None:
+        # The audio host is another process (C, C++ or Python): it attaches to this
+        # segment by name and drains the ring; this process only serves.
+        segment = create_shm(args.shm, args.capacity, out)
+        producer, consumer = segment.producer(), segment.consumer()
+        viz = segment.viz()
+        clock = ClockSync(origin_ns=segment.clock_origin_ns)
+    else:
+        producer, consumer = net_buffer(args.capacity)
+        viz, clock = None, None
     commands = CommandChannel()
-    server = WsServer(config, producer, commands)
+    server = WsServer(config, producer, commands, clock=clock, viz=None if viz is None else viz[1])
     code = await commands.create_room(args.room, args.room_key)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        if segment is not None:
+            segment.unlink()
+        raise
+    if segment is not None:
+        segment.server_pid = os.getpid()
+        segment.state = STATE_SERVING
     secure = ssl_context is not None
 
     monitor = AudioMonitor(consumer, server, args.sample_rate, args.block_size)
@@ -493,7 +521,8 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         monitor.names[hash_param_name(name)] = name
     monitor.values.update({p.name: p.value for p in params})
     audio = threading.Thread(target=monitor.run, name="bbx-demo-audio", daemon=True)
-    audio.start()
+    if segment is None:  # with --shm the host drains the ring
+        audio.start()
 
     def announce(code: str) -> None:
         urls = lan_urls(args.host, server.port, code, secure=secure, key=server.room_key(code))
@@ -522,10 +551,17 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     )
     out.write(f"\n  Parameters: {described or '(none)'}\n")
     out.write(f"  Trigger pads: {', '.join(triggers) or '(none)'}; XY pad sends 'xy'\n")
-    out.write(
-        f"  Audio side: {args.sample_rate} Hz, {args.block_size}-frame blocks, "
-        f"ring of {args.capacity}\n  Ctrl-C to stop.\n\n"
-    )
+    if segment is not None:
+        out.write(
+            f"  Audio side: another process attaches to shared segment {segment.name}\n"
+            f"  (C: bbx_shm_attach; Python: SharedSegment.attach), ring of "
+            f"{args.capacity}\n  Ctrl-C to stop.\n\n"
+        )
+    else:
+        out.write(
+            f"  Audio side: {args.sample_rate} Hz, {args.block_size}-frame blocks, "
+            f"ring of {args.capacity}\n  Ctrl-C to stop.\n\n"
+        )
     out.flush()
 
     loop = asyncio.get_running_loop()
@@ -565,9 +601,41 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
     finally:
         shower.cancel()
         monitor.stop()
-        audio.join(2.0)
+        if audio.is_alive():
+            audio.join(2.0)
+        if segment is not None:
+            segment.state = STATE_STOPPED
+            segment.unlink()
         out.write(f"\nstopped: {monitor.line()}\n")
         out.flush()
+
+
+def create_shm(name: str, capacity: int, out: TextIO) -> SharedSegment:
+    """Creates segment `name`, replacing one left by a server that was killed."""
+    try:
+        return SharedSegment.create(name, capacity)
+    except FileExistsError:
+        pass
+    try:
+        stale = SharedSegment.attach(name)
+    except ValueError:
+        raise SystemExit(f"bbx-net: {name} exists and is not a bbx_net segment") from None
+    owner = stale.owner_pid
+    if _pid_alive(owner):
+        raise SystemExit(f"bbx-net: {name} is in use by process {owner}")
+    out.write(f"  (removed {name}, left by process {owner}, which has ended)\n")
+    stale.unlink()
+    return SharedSegment.create(name, capacity)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _clear_live_line_before_logs(out: TextIO) -> None:
@@ -645,6 +713,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no demo parameters or pads (they are also left out as soon as --param or "
         "--trigger describes the set without --params)",
+    )
+    s.add_argument(
+        "--shm",
+        metavar="NAME",
+        help="serve an audio host in another process: the ring lives in POSIX shared "
+        "memory NAME (e.g. /my-show), which a C/C++ host maps with bbx_shm_attach and a "
+        "Python host with SharedSegment.attach; removed when the server stops",
     )
     s.add_argument(
         "--room",

@@ -167,7 +167,7 @@ async def _serve(sock: socket.socket, segment: SharedSegment, options: dict[str,
 
 def main(argv: list[str]) -> int:
     fd, name = int(argv[1]), argv[2]
-    logging.basicConfig(level=logging.INFO, format="bbx-net server: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="bbx-net server: %(message)s")
     sock = socket.socket(fileno=fd)
     try:
         first = read_frame(sock)
