@@ -7,6 +7,7 @@
  *      examples/jack_host.c -o jack_host -ljack -lm
  *   ./jack_host /my-show                 # runs until Ctrl-C
  *   ./jack_host /my-show 10 out.f32      # 10 s, records what it rendered (tests)
+ *   ./jack_host - 10 probe.f32           # no ring: a probe of the graph's timing
  *
  * The process callback drains the ring with bbx_ring_drain_block, applies each event
  * at its sample offset and sends a peak meter back to the phones with
@@ -31,12 +32,16 @@
 typedef struct block_log {
     uint64_t first_frame;
     uint64_t start_us;
-    uint32_t callback_ns;
-    uint32_t events;
+    uint32_t callback_ns; /* how long this callback ran */
+    uint32_t events;      /* events it applied */
+    uint32_t late_ns;     /* from the cycle's start to the callback's first line */
+    uint32_t reserved;
 } block_log;
 
 static bbx_shm shm;
 static jack_port_t *port;
+static jack_client_t *jack;
+static int probe; /* SHM_NAME "-": no ring, only a probe of the graph's timing */
 static bbx_block_clock blocks;
 static bbx_event events[256];
 static double gain = 0.5, freq = 440.0, phase = 0.0;
@@ -53,9 +58,14 @@ static volatile sig_atomic_t stop;
 static int process(jack_nframes_t nframes, void *arg) {
     (void)arg;
     int64_t t0 = bbx_monotonic_ns();
+    uint32_t late_ns = (uint32_t)((double)jack_frames_since_cycle_start(jack) * 1e9 / rate);
     float *out = (float *)jack_port_get_buffer(port, nframes);
-    uint64_t start = bbx_block_clock_next(&blocks, bbx_clock_now_us(&shm.clock), nframes);
-    size_t n = bbx_ring_drain_block(shm.ring, events, 256, start, rate, nframes);
+    uint64_t start = 0;
+    size_t n = 0;
+    if (!probe) {
+        start = bbx_block_clock_next(&blocks, bbx_clock_now_us(&shm.clock), nframes);
+        n = bbx_ring_drain_block(shm.ring, events, 256, start, rate, nframes);
+    }
     size_t e = 0;
     float peak = 0.0f;
     for (uint32_t i = 0; i < nframes; i++) {
@@ -74,7 +84,7 @@ static int process(jack_nframes_t nframes, void *arg) {
         out[i] = v;
         if (fabsf(v) > peak) peak = fabsf(v);
     }
-    if (shm.viz != NULL) {
+    if (!probe && shm.viz != NULL) {
         bbx_viz_try_push(shm.viz, 0, &peak, 1, start);
     }
     if (recording != NULL) {
@@ -86,6 +96,7 @@ static int process(jack_nframes_t nframes, void *arg) {
             log_blocks[n_blocks].start_us = start;
             log_blocks[n_blocks].events = (uint32_t)n;
             log_blocks[n_blocks].callback_ns = (uint32_t)(bbx_monotonic_ns() - t0);
+            log_blocks[n_blocks].late_ns = late_ns;
             n_blocks++;
         }
     }
@@ -118,12 +129,15 @@ int main(int argc, char **argv) {
     }
     double seconds = argc > 2 ? atof(argv[2]) : 0.0;
     const char *record_path = argc > 3 ? argv[3] : NULL;
-    if (bbx_shm_attach(argv[1], &shm) != 0) {
+    probe = strcmp(argv[1], "-") == 0;
+    if (!probe && bbx_shm_attach(argv[1], &shm) != 0) {
         perror("bbx_shm_attach");
         return 3;
     }
     jack_status_t status;
-    jack_client_t *client = jack_client_open("bbx_jack_host", JackNoStartServer, &status);
+    jack_client_t *client =
+        jack_client_open(probe ? "bbx_probe" : "bbx_jack_host", JackNoStartServer, &status);
+    jack = client;
     if (client == NULL) {
         fprintf(stderr, "cannot connect to JACK (status 0x%x)\n", (unsigned)status);
         return 4;
@@ -182,6 +196,8 @@ int main(int argc, char **argv) {
            (unsigned long long)frames_done, (unsigned long long)n_blocks,
            (unsigned long long)atomic_load(&xruns), (unsigned long long)atomic_load(&xruns_host),
            worst / 1000.0);
-    bbx_shm_detach(&shm);
+    if (!probe) {
+        bbx_shm_detach(&shm);
+    }
     return 0;
 }

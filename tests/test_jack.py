@@ -30,7 +30,14 @@ RATE, PERIOD, FREQ = 48_000, 256, 440.0
 SECONDS = 8.0
 PHONES, PHONE_RATE, LOAD_SECONDS = 100, 60.0, 5.0
 BLOCK_LOG = np.dtype(
-    [("first_frame", "<u8"), ("start_us", "<u8"), ("callback_ns", "<u4"), ("events", "<u4")]
+    [
+        ("first_frame", "<u8"),
+        ("start_us", "<u8"),
+        ("callback_ns", "<u4"),
+        ("events", "<u4"),
+        ("late_ns", "<u4"),
+        ("reserved", "<u4"),
+    ]
 )
 
 
