@@ -312,3 +312,52 @@ def test_python_host_with_the_server_process_applies_at_on_its_sample(
     audio = np.load(str(rec) + ".npy")
     log = np.load(str(rec) + ".blocks.npy")
     check_change(audio, log[:, 1], log[:, 0], at)
+
+
+def test_sounddevice_host_plays_through_portaudio_and_meters_back(
+    jackd: dict[str, str],
+) -> None:
+    """examples/sounddevice_host.py on PortAudio's JACK device: the phone sees the
+    meter (the callback's peak) follow the gain it sets."""
+    import sounddevice  # noqa: F401  (a test dependency; PortAudio from Debian)
+
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "sounddevice_host.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--seconds",
+            "6",
+            "--device",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=jackd,
+    )
+    try:
+        m = read_until(host, r"room (\d+) port (\d+) key ([\w-]+)")
+        code, port, key = m.group(1), int(m.group(2)), m.group(3)
+        read_until(host, "playing")
+        peaks: list[float] = []
+        with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:
+            ws.send(orjson.dumps({"type": "join", "room_code": code, "key": key}).decode())
+            deadline = time.monotonic() + 4 * TIMEOUT_SCALE
+            sent = False
+            while time.monotonic() < deadline:
+                msg = orjson.loads(ws.recv(timeout=5))
+                if msg["type"] != "visualization":
+                    continue
+                peaks.append(msg["data"][0])
+                if len(peaks) == 30 and not sent:
+                    ws.send(orjson.dumps({"type": "param", "param": "gain", "value": 0.8}).decode())
+                    sent = True
+        assert host.wait(30) == 0
+    finally:
+        finish([host])
+    assert len(peaks) > 60, peaks
+    assert all(abs(p - 0.2) < 0.01 for p in peaks[5:25]), peaks[:30]
+    assert all(abs(p - 0.8) < 0.01 for p in peaks[-10:]), peaks[-10:]
