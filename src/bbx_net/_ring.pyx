@@ -447,8 +447,11 @@ cdef class NetBufferConsumer:
     """The receiving end of a ring, for the audio thread.
 
     `drain_into` and `drain_block` copy into caller storage with the GIL released and
-    allocate nothing per message; `try_pop` is the convenient form and allocates one
-    Python object. C code can use the same ring through `ring_address` / `capsule`:
+    allocate nothing per message (each call acquires the array's buffer, a few hundred
+    bytes); `bind_block` gives a `BlockDrain` that allocates nothing at all per call.
+    `try_pop` is the convenient form and allocates one Python object. Every call needs
+    the GIL to enter and to return, as any Python call does; from C, the header's
+    functions need neither. C code can use the same ring through `ring_address` / `capsule`:
     keep this object alive for as long as C code holds the pointer.
 
     Use either the drain family (`try_pop`, `drain_into`) or `drain_block` on a ring:
@@ -489,7 +492,8 @@ cdef class NetBufferConsumer:
     def drain_into(self, out):
         """Moves up to len(out) messages into `out`, oldest first.
 
-        Consumer thread. Releases the GIL for the copy; allocates nothing per message.
+        Consumer thread. Releases the GIL for the copy; allocates nothing per message
+        (acquiring `out`'s buffer costs a small allocation per call).
 
         Args:
             out: a writable, C-contiguous 1-D numpy array of MESSAGE_DTYPE.
@@ -519,7 +523,8 @@ cdef class NetBufferConsumer:
                     uint32_t block_size):
         """Writes the events due in one audio block, ordered by sample offset.
 
-        Consumer thread. Releases the GIL; allocates nothing.
+        Consumer thread. Releases the GIL for the drain; acquiring `out`'s buffer
+        allocates a little per call; `bind_block` avoids even that.
 
         Args:
             out: a writable, C-contiguous 1-D numpy array of EVENT_DTYPE.
