@@ -109,3 +109,49 @@ def test_tune_python_host_applies_and_restores_the_measured_settings() -> None:
     assert gc.get_freeze_count() == 0
     with pytest.raises(ValueError):
         tune_python_host(0)
+
+
+def test_in_process_viz_ring_reaches_every_phone_newest_per_stream() -> None:
+    """WsServer(viz=reader) in one process: frames written by the audio side reach the
+    phones as `visualization`, stream 0 plain and others tagged; a frame the host
+    filled with NaN is not sent (JSON has no NaN) and the rest still are."""
+    import asyncio
+
+    from bbx_net.websocket import CommandChannel, WsServer, WsServerConfig
+
+    from wsutil import PARAMS, STEP, Server, run
+
+    async def scenario() -> None:
+        producer, consumer = net_buffer(64)
+        writer, reader = bbx_net.viz_buffer(16, 4)
+        commands = CommandChannel()
+        server = WsServer(
+            WsServerConfig(bind_addr=("127.0.0.1", 0), params=PARAMS),
+            producer,
+            commands,
+            viz=reader,
+        )
+        code = await commands.create_room()
+        await server.start()
+        handle = Server(server, consumer, commands, code)
+        try:
+            a, b = await handle.joined(), await handle.joined()
+            writer.try_push(0, np.array([1.0, 0.5], np.float32))
+            writer.try_push(2, np.array([0.25], np.float32))
+            for phone in (a, b):
+                got = [await phone.recv(), await phone.recv()]
+                assert {"type": "visualization", "data": [1.0, 0.5]} in got
+                assert {"type": "visualization", "data": [0.25], "stream": 2} in got
+            writer.try_push(0, np.array([np.nan], np.float32))
+            assert await a.nothing(0.2)  # not JSON: not sent
+            writer.try_push(0, np.array([0.5], np.float32))
+            writer.try_push(0, np.array([0.75], np.float32))  # newest of stream 0 wins
+            await asyncio.sleep(0.1)
+            assert (await a.recv()) == {"type": "visualization", "data": [0.75]}
+            assert await a.nothing(0.1)
+        finally:
+            await asyncio.wait_for(server.stop(), STEP * 2)
+            for client in handle.clients:
+                await client.discard()
+
+    run(scenario())
