@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -70,14 +71,18 @@ BEFORE: dict[str, Path] = {}
 
 @contextlib.asynccontextmanager
 async def server(impl: str, rooms: int) -> AsyncIterator[ServerProcess]:
-    python, script = sys.executable, HERE / "server_proc.py"
+    cmd = [sys.executable, str(HERE / "server_proc.py"), impl, str(rooms)]
     if impl == "before":
-        python, script, impl = str(BEFORE["python"]), BEFORE["dir"] / "bench/server_proc.py", "ours"
+        cmd = [
+            str(BEFORE["python"]),
+            str(BEFORE["dir"] / "bench/server_proc.py"),
+            "ours",
+            str(rooms),
+        ]
+    elif impl == "node":  # Node 20 + ws from bench/node_modules (`npm ci` in bench/)
+        cmd = ["node", str(HERE / "node_server.mjs"), str(rooms)]
     proc = await asyncio.create_subprocess_exec(
-        python,
-        str(script),
-        impl,
-        str(rooms),
+        *cmd,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         preexec_fn=lambda: os.sched_setaffinity(0, {0}),
@@ -279,34 +284,43 @@ async def one_room(impl: str, seconds: float) -> dict[str, float]:
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
+    """One table per load: every implementation measured, then ours / each peer."""
     keys: list[str] = []
     for r in results.values():
         keys += [k for k in r if k not in keys]
     groups = sorted({g.split(":")[1] for g in results})
-    with_before = any(g.startswith("before:") for g in results)
+    impls = [
+        i
+        for i in ("ours", "before", "node", "baseline")
+        if any(g.startswith(f"{i}:") for g in results)
+    ]
+    peers = [i for i in impls if i != "ours"]
     lines = []
     for g in groups:
         lines.append(f"\n### {g}\n")
-        if with_before:
-            lines.append("| measure | ours | before | baseline | ours/baseline | before/baseline |")
-            lines.append("|---|---:|---:|---:|---:|---:|")
-        else:
-            lines.append("| measure | ours | baseline | ours/baseline |")
-            lines.append("|---|---:|---:|---:|")
-        ours, base = results.get(f"ours:{g}", {}), results.get(f"baseline:{g}", {})
-        before = results.get(f"before:{g}", {})
+        lines.append(
+            "| measure | "
+            + " | ".join(impls)
+            + " | "
+            + " | ".join(f"ours/{p}" for p in peers)
+            + " |"
+        )
+        lines.append("|---|" + "---:|" * (len(impls) + len(peers)))
         nan = float("nan")
+        row = {i: results.get(f"{i}:{g}", {}) for i in impls}
         for k in keys:
-            if k in ours or k in base:
-                o, b, p = ours.get(k, nan), base.get(k, nan), before.get(k, nan)
-                ratio = o / b if b else nan
-                if with_before:
-                    pr = p / b if b else nan
-                    lines.append(
-                        f"| {k} | {o:.2f} | {p:.2f} | {b:.2f} | {ratio:.2f}x | {pr:.2f}x |"
-                    )
-                else:
-                    lines.append(f"| {k} | {o:.2f} | {b:.2f} | {ratio:.2f}x |")
+            if not any(k in r for r in row.values()):
+                continue
+            vals = [row[i].get(k, nan) for i in impls]
+            o = row.get("ours", {}).get(k, nan)
+            ratios = [o / row[p][k] if row[p].get(k) else nan for p in peers]
+            lines.append(
+                f"| {k} | "
+                + " | ".join(f"{v:.2f}" for v in vals)
+                + " | "
+                + " | ".join(f"{r:.2f}x" for r in ratios)
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -328,6 +342,10 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, help="length of each load window")
     args = parser.parse_args()
     impls = ["ours", "baseline"]
+    if shutil.which("node") and (HERE / "node_modules" / "ws").is_dir():
+        impls.insert(1, "node")
+    else:
+        print("no Node ws peer: run `npm ci` in bench/ (and install Node)", file=sys.stderr)
     if args.before is not None:
         BEFORE["dir"] = args.before.resolve()
         BEFORE["python"] = BEFORE["dir"] / ".venv/bin/python"
