@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import resource
@@ -291,7 +292,7 @@ def table(results: dict[str, dict[str, float]]) -> str:
     groups = sorted({g.split(":")[1] for g in results})
     impls = [
         i
-        for i in ("ours", "before", "node", "baseline")
+        for i in ("ours", "before", "node", "picows", "baseline")
         if any(g.startswith(f"{i}:") for g in results)
     ]
     peers = [i for i in impls if i != "ours"]
@@ -346,6 +347,10 @@ async def main() -> None:
         impls.insert(1, "node")
     else:
         print("no Node ws peer: run `npm ci` in bench/ (and install Node)", file=sys.stderr)
+    if importlib.util.find_spec("picows") is not None:
+        impls.insert(1, "picows")
+    else:
+        print("no picows peer: pip install '.[bench]'", file=sys.stderr)
     if args.before is not None:
         BEFORE["dir"] = args.before.resolve()
         BEFORE["python"] = BEFORE["dir"] / ".venv/bin/python"

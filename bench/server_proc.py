@@ -1,6 +1,6 @@
 """One server under test, in its own process, steered through stdin (bench_server.py).
 
-Usage: python bench/server_proc.py ours|baseline ROOMS
+Usage: python bench/server_proc.py ours|baseline|picows ROOMS
 Prints one JSON line {"port", "rooms"} once listening, then answers stdin lines:
   stats                     -> {"accepted", "rss_kib", "clients"}
   viz HZ SECONDS            -> 64-float visualization broadcasts; data[0] = send time
@@ -145,6 +145,130 @@ async def run_baseline(n_rooms: int) -> None:
     ws_server.close()
 
 
+async def run_picows(n_rooms: int) -> None:
+    """The picows peer: the same room protocol on picows (a Cython WebSocket library)
+    and orjson, the way its documentation writes a server: one listener per
+    connection, frames handled in on_ws_frame, one transport.send per room member."""
+    import queue
+    import random
+    import uuid
+
+    import orjson
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+
+    rooms: dict[str, set[WSTransport]] = {}
+    while len(rooms) < n_rooms:
+        rooms.setdefault(f"{random.randint(0, 9999):04d}", set())
+    audio_queue: queue.SimpleQueue[tuple[str, float, str, float]] = queue.SimpleQueue()
+    counts = {"accepted": 0, "clients": 0}
+    start = time.monotonic()
+    text = WSMsgType.TEXT
+
+    def now_us() -> int:
+        return int((time.monotonic() - start) * 1e6)
+
+    class Listener(WSListener):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.room: set[WSTransport] | None = None
+            self.node = str(uuid.uuid4())
+
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            counts["clients"] += 1
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            counts["clients"] -= 1
+            if self.room is not None:
+                self.room.discard(transport)
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+                return
+            if frame.msg_type != text:
+                return
+            try:
+                msg = orjson.loads(frame.get_payload_as_memoryview())
+            except orjson.JSONDecodeError:
+                transport.send(text, b'{"type":"error","code":"INVALID_MESSAGE"}')
+                return
+            kind = msg.get("type")
+            if kind == "join":
+                members = rooms.get(msg.get("room_code"))
+                if members is None:
+                    transport.send(text, b'{"type":"error","code":"INVALID_ROOM"}')
+                    return
+                self.room = members
+                members.add(transport)
+                transport.send(
+                    text,
+                    orjson.dumps(
+                        {"type": "welcome", "node_id": self.node, "server_time": now_us()}
+                    ),
+                )
+                transport.send(text, b'{"type":"state","params":[]}')
+            elif self.room is None:
+                transport.send(text, b'{"type":"error","code":"NOT_JOINED"}')
+            elif kind == "param":
+                name, value = msg["param"], float(msg["value"])
+                audio_queue.put((name, value, self.node, time.monotonic()))
+                counts["accepted"] += 1
+                update = orjson.dumps({"type": "update", "param": name, "value": value})
+                for other in self.room:
+                    if other is not transport:
+                        other.send(text, update)
+            elif kind == "trigger":
+                audio_queue.put((msg["name"], 0.0, self.node, time.monotonic()))
+                counts["accepted"] += 1
+            elif kind == "ping":
+                transport.send(
+                    text,
+                    orjson.dumps(
+                        {"type": "pong", "client_time": msg["client_time"], "server_time": now_us()}
+                    ),
+                )
+            elif kind == "sync":
+                transport.send(text, b'{"type":"state","params":[]}')
+
+    server = await ws_create_server(lambda _request: Listener(), "127.0.0.1", 0)
+    stop = threading.Event()
+
+    def audio() -> None:
+        while not stop.is_set():
+            time.sleep(0.002)
+            try:
+                while True:
+                    audio_queue.get_nowait()
+            except queue.Empty:
+                pass
+
+    threading.Thread(target=audio, daemon=True).start()
+    loop = asyncio.get_running_loop()
+
+    def broadcast(kind: str, hz: float, seconds: float) -> None:
+        def send_all(frame: bytes) -> None:
+            for members in rooms.values():
+                for transport in list(members):
+                    transport.send(text, frame)
+
+        def send(now: float) -> None:
+            if kind == "viz":
+                frame = orjson.dumps({"type": "visualization", "data": [now] + [0.5] * 63})
+            else:
+                frame = orjson.dumps({"type": "update", "param": "probe", "value": now})
+            loop.call_soon_threadsafe(send_all, frame)
+
+        paced(hz, seconds, send)
+
+    def stats() -> dict[str, Any]:
+        return {"accepted": counts["accepted"], "rss_kib": rss_kib(), "clients": counts["clients"]}
+
+    say({"port": server.sockets[0].getsockname()[1], "rooms": list(rooms)})
+    await control(loop, broadcast, stats)
+    stop.set()
+    server.close()
+
+
 async def control(loop: asyncio.AbstractEventLoop, broadcast: Any, stats: Any) -> None:
     """Reads commands from stdin on a thread; answers on stdout."""
     done = asyncio.Event()
@@ -174,13 +298,14 @@ async def _call(fn: Any) -> Any:
 
 def main() -> None:
     impl, n_rooms = sys.argv[1], int(sys.argv[2])
-    coro = run_ours(n_rooms) if impl == "ours" else run_baseline(n_rooms)
+    runners = {"ours": run_ours, "baseline": run_baseline, "picows": run_picows}
+    coro = runners[impl](n_rooms)
     try:
         import uvloop
     except ImportError:
         asyncio.run(coro)
     else:
-        if impl == "ours" and os.environ.get("BBX_LOOP") != "asyncio":
+        if impl in ("ours", "picows") and os.environ.get("BBX_LOOP") != "asyncio":
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(coro)
         else:
