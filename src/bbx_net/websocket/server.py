@@ -42,6 +42,7 @@ from websockets.server import ServerProtocol
 
 from .._clock import ClockSync
 from .._ring import NetBufferProducer, VizReader
+from .._wsframes import unmask_frame
 from ..errors import BbxNetError
 from .commands import BroadcastVisualization, CommandChannel
 from .config import WsServerConfig
@@ -69,15 +70,6 @@ _MAX_REQUEST = 16 * 1024
 _MAX_PENDING_PONGS = 16
 #: Seconds a closing client has to finish the close handshake before it is cut.
 _CLOSE_GRACE = 2.0
-
-
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    """RFC 6455 §5.3 unmasking: XOR with the 4-byte key, as one big-integer operation."""
-    n = len(payload)
-    if n == 0:
-        return b""
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 def _method_not_allowed() -> Response:
@@ -279,7 +271,7 @@ class _Connection(asyncio.Protocol):
                         break  # wait for the rest of this frame (at most max_size)
                     budget -= 1
                     start = pos + head + 4
-                    payload = _unmask(data[start:end], data[start - 4 : start])
+                    payload = unmask_frame(data, start, end)
                     session.receive(self.peer, payload, now_us, binary=b0 == 0x82)
                     pos = end
                     continue

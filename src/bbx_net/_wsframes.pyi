@@ -1,0 +1,3 @@
+"""Type stubs for the compiled frame helpers (see _wsframes.pyx)."""
+
+def unmask_frame(data: bytes | bytearray | memoryview, start: int, end: int) -> bytes: ...
