@@ -28,8 +28,9 @@ async def flood(port: int, rooms: list[str], n: int, seconds: float) -> None:
     clients = []
     for i in range(n):
         clients.append(await loadgen.connect_and_join("127.0.0.1", port, rooms[i % len(rooms)]))
-    batch = b"".join(loadgen.json_frame(type="param", param="gain", value=i / 100)
-                     for i in range(100))
+    batch = b"".join(
+        loadgen.json_frame(type="param", param="gain", value=i / 100) for i in range(100)
+    )
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         for c in clients:
@@ -48,10 +49,29 @@ def main() -> int:
     args = ap.parse_args()
     os.sched_setaffinity(0, {1})
     server = subprocess.Popen(
-        ["py-spy", "record", "--native", "--format", "raw", "-r", "500", "-o", args.out, "--",
-         "taskset", "-c", "0", sys.executable, str(HERE / "server_proc.py"), "ours",
-         str(args.clients)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            "py-spy",
+            "record",
+            "--native",
+            "--format",
+            "raw",
+            "-r",
+            "500",
+            "-o",
+            args.out,
+            "--",
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            str(HERE / "server_proc.py"),
+            "ours",
+            str(args.clients),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert server.stdout is not None and server.stdin is not None
     line = server.stdout.readline()
     while line and not line.startswith("{"):  # py-spy's own lines come first

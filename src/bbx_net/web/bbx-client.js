@@ -518,10 +518,13 @@ export class BbxClient {
 
   /** Server time (µs) → local time (performance.now() ms). */
   toLocalTime(serverUs) {
-    // The offset at the local time sought: one step from the current offset is
-    // exact to within drift x offset (ppm x ms: nanoseconds).
-    const guess = serverUs - (this.clockOffset ?? 0);
-    return (serverUs - (this.clock.offsetAt(guess) ?? 0)) / 1000;
+    // Solves local + offsetAt(local) = serverUs. The offset changes by the drift rate
+    // (ppm) per unit of local time, so each step shrinks the error by that factor; one
+    // step was not enough far from now, where the offset (seconds to hours between
+    // the two clocks' origins) times a young, noisy drift estimate reached 0.3 ms.
+    let local = serverUs - (this.clockOffset ?? 0);
+    for (let i = 0; i < 4; i++) local = serverUs - (this.clock.offsetAt(local) ?? 0);
+    return local / 1000;
   }
 
   on(event, fn) {
