@@ -16,27 +16,20 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
+from bench_server import flood  # noqa: E402
+
 import loadgen  # noqa: E402
 
 
-async def flood(port: int, rooms: list[str], n: int, seconds: float) -> None:
-    clients = []
-    for i in range(n):
-        clients.append(await loadgen.connect_and_join("127.0.0.1", port, rooms[i % len(rooms)]))
-    batch = b"".join(
-        loadgen.json_frame(type="param", param="gain", value=i / 100) for i in range(100)
-    )
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for c in clients:
-            if c.buffered() < 16384:
-                c.write(batch)
-        await asyncio.sleep(0.001)
+async def flood_clients(port: int, rooms: list[str], n: int, seconds: float) -> None:
+    clients = [
+        await loadgen.connect_and_join("127.0.0.1", port, rooms[i % len(rooms)]) for i in range(n)
+    ]
+    await flood(clients, seconds)  # the same flood as bench_server.py's "max accepted"
     for c in clients:
         c.close()
 
@@ -77,7 +70,7 @@ def main() -> int:
     while line and not line.startswith("{"):  # py-spy's own lines come first
         line = server.stdout.readline()
     first = json.loads(line)
-    asyncio.run(flood(first["port"], first["rooms"], args.clients, args.seconds))
+    asyncio.run(flood_clients(first["port"], first["rooms"], args.clients, args.seconds))
     server.stdin.write("quit\n")
     server.stdin.flush()
     server.wait(60)

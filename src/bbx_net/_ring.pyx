@@ -174,6 +174,40 @@ cdef class _RingStorage:
         self.ring = NULL
 
 
+cdef Py_ssize_t _schedule_size(Py_ssize_t capacity, schedule_capacity) except -1:
+    """Checks a ring's sizes; returns the schedule capacity (None: max(capacity, 1024))."""
+    cdef Py_ssize_t sched = max(capacity, 1024) if schedule_capacity is None else schedule_capacity
+    if capacity < 1 or <size_t>capacity > BBX_RING_MAX_CAPACITY:
+        raise ValueError(f"capacity must be between 1 and {BBX_RING_MAX_CAPACITY}, got {capacity}")
+    if sched < 0 or <size_t>sched > BBX_RING_MAX_CAPACITY:
+        raise ValueError(
+            f"schedule_capacity must be between 0 and {BBX_RING_MAX_CAPACITY}, got {sched}"
+        )
+    return sched
+
+
+cdef int _check_viz_sizes(Py_ssize_t capacity, Py_ssize_t frame_floats, Py_ssize_t least) except -1:
+    if capacity < least or <size_t>capacity > BBX_VIZ_MAX_CAPACITY:
+        raise ValueError(
+            f"viz capacity must be between {least} and {BBX_VIZ_MAX_CAPACITY}, got {capacity}"
+        )
+    if frame_floats < 1 or <size_t>frame_floats > BBX_VIZ_MAX_FLOATS:
+        raise ValueError(
+            f"frame_floats must be between 1 and {BBX_VIZ_MAX_FLOATS}, got {frame_floats}"
+        )
+    return 0
+
+
+cdef tuple _ring_ends(_RingStorage storage):
+    cdef NetBufferProducer producer = NetBufferProducer.__new__(NetBufferProducer)
+    producer._storage = storage
+    producer._ring = storage.ring
+    cdef NetBufferConsumer consumer = NetBufferConsumer.__new__(NetBufferConsumer)
+    consumer._storage = storage
+    consumer._ring = storage.ring
+    return producer, consumer
+
+
 def net_buffer(Py_ssize_t capacity, schedule_capacity=None):
     """Creates a ring and returns its two ends.
 
@@ -190,26 +224,14 @@ def net_buffer(Py_ssize_t capacity, schedule_capacity=None):
         ValueError: a capacity is below 1 (0 for the schedule) or above MAX_CAPACITY.
         MemoryError: the allocation failed.
     """
-    cdef Py_ssize_t sched = max(capacity, 1024) if schedule_capacity is None else schedule_capacity
-    if capacity < 1 or <size_t>capacity > BBX_RING_MAX_CAPACITY:
-        raise ValueError(f"capacity must be between 1 and {BBX_RING_MAX_CAPACITY}, got {capacity}")
-    if sched < 0 or <size_t>sched > BBX_RING_MAX_CAPACITY:
-        raise ValueError(
-            f"schedule_capacity must be between 0 and {BBX_RING_MAX_CAPACITY}, got {sched}"
-        )
+    cdef Py_ssize_t sched = _schedule_size(capacity, schedule_capacity)
     cdef size_t size = bbx_ring_footprint(capacity, sched)
     cdef _RingStorage storage = _RingStorage.__new__(_RingStorage)
     storage.mem = malloc(size)
     if storage.mem == NULL:
         raise MemoryError(f"cannot allocate {size} bytes for a ring of {capacity}")
     storage.ring = bbx_ring_init(storage.mem, size, capacity, sched)
-    cdef NetBufferProducer producer = NetBufferProducer.__new__(NetBufferProducer)
-    producer._storage = storage
-    producer._ring = storage.ring
-    cdef NetBufferConsumer consumer = NetBufferConsumer.__new__(NetBufferConsumer)
-    consumer._storage = storage
-    consumer._ring = storage.ring
-    return producer, consumer
+    return _ring_ends(storage)
 
 
 # ---- the message as a Python object -------------------------------------------------
@@ -690,12 +712,7 @@ def viz_buffer(Py_ssize_t capacity=64, Py_ssize_t frame_floats=256):
         (VizWriter, VizReader): give the reader to `WsServer(viz=...)`, write from
         the audio callback (C: `bbx_viz_try_push` on `writer.address`).
     """
-    if capacity < 1 or <size_t>capacity > BBX_VIZ_MAX_CAPACITY:
-        raise ValueError(f"capacity must be between 1 and {BBX_VIZ_MAX_CAPACITY}, got {capacity}")
-    if frame_floats < 1 or <size_t>frame_floats > BBX_VIZ_MAX_FLOATS:
-        raise ValueError(
-            f"frame_floats must be between 1 and {BBX_VIZ_MAX_FLOATS}, got {frame_floats}"
-        )
+    _check_viz_sizes(capacity, frame_floats, 1)
     cdef size_t size = bbx_viz_footprint(capacity, <uint32_t>frame_floats)
     cdef _VizStorage storage = _VizStorage.__new__(_VizStorage)
     storage.mem = malloc(size)
@@ -932,15 +949,8 @@ cdef class SharedSegment:
             ValueError: a size is out of range.
         """
         cdef bytes bname = _shm_name(name)
-        cdef Py_ssize_t sched = max(capacity, 1024) if schedule_capacity is None else schedule_capacity
-        if capacity < 1 or <size_t>capacity > BBX_RING_MAX_CAPACITY:
-            raise ValueError(f"capacity must be between 1 and {BBX_RING_MAX_CAPACITY}, got {capacity}")
-        if sched < 0 or <size_t>sched > BBX_RING_MAX_CAPACITY:
-            raise ValueError(f"schedule_capacity must be between 0 and {BBX_RING_MAX_CAPACITY}")
-        if viz_capacity < 0 or <size_t>viz_capacity > BBX_VIZ_MAX_CAPACITY:
-            raise ValueError(f"viz_capacity must be between 0 and {BBX_VIZ_MAX_CAPACITY}")
-        if viz_floats < 1 or <size_t>viz_floats > BBX_VIZ_MAX_FLOATS:
-            raise ValueError(f"viz_floats must be between 1 and {BBX_VIZ_MAX_FLOATS}")
+        cdef Py_ssize_t sched = _schedule_size(capacity, schedule_capacity)
+        _check_viz_sizes(viz_capacity, viz_floats, 0)
         cdef size_t size = bbx_segment_footprint(capacity, sched, viz_capacity,
                                                  <uint32_t>viz_floats)
         cdef int64_t origin = bbx_monotonic_ns() if clock_origin_ns is None else clock_origin_ns
@@ -1013,28 +1023,20 @@ cdef class SharedSegment:
         """Removes the segment's name (mappings stay). Returns False if it was gone."""
         return shm_unlink(self.name.encode()) == 0
 
-    cdef _RingStorage _ring_storage(self):
+    cdef tuple _ends(self):
         cdef _RingStorage storage = _RingStorage.__new__(_RingStorage)
         storage.mem = NULL
         storage.ring = bbx_segment_ring(self._seg)
         storage.owner = self._map
-        return storage
+        return _ring_ends(storage)
 
     def producer(self):
         """The message ring's producing end (the server's side)."""
-        cdef _RingStorage storage = self._ring_storage()
-        cdef NetBufferProducer producer = NetBufferProducer.__new__(NetBufferProducer)
-        producer._storage = storage
-        producer._ring = storage.ring
-        return producer
+        return self._ends()[0]
 
     def consumer(self):
         """The message ring's consuming end (the audio side)."""
-        cdef _RingStorage storage = self._ring_storage()
-        cdef NetBufferConsumer consumer = NetBufferConsumer.__new__(NetBufferConsumer)
-        consumer._storage = storage
-        consumer._ring = storage.ring
-        return consumer
+        return self._ends()[1]
 
     def viz(self):
         """(VizWriter, VizReader) of the visualization ring, or None if it has none."""
