@@ -224,11 +224,26 @@ class Away:
         self.on = False
         page.route_web_socket(re.compile(".*"), self._route)
 
+        self.held: list[WebSocketRoute] | None = None  # a list: attempts hang instead
+        self.log: list[str] = []  # "open n", "closed by page n", in order
+
     def _route(self, ws: WebSocketRoute) -> None:
-        if self.on:
+        n = len([e for e in self.log if e.startswith("open")])
+        self.log.append(f"open {n}")
+        if self.on and self.held is not None:
+            ws.on_close(lambda code, reason: self.log.append(f"closed by page {n}"))
+            self.held.append(ws)  # neither refused nor answered: still in flight
+        elif self.on:
             ws.close()
         else:
-            ws.connect_to_server()
+            server = ws.connect_to_server()
+
+            def closed(code: int | None, reason: str | None) -> None:
+                # A handler replaces Playwright's forwarding of the page's close.
+                self.log.append(f"closed by page {n}")
+                server.close(code=code, reason=reason)
+
+            ws.on_close(closed)
 
     def leave(self, server: ThreadServer) -> None:
         """Out of range: the phone's connection drops and cannot come back."""
@@ -297,6 +312,38 @@ def test_slider_moves_made_offline_are_marked_and_sent_on_reconnect(
     expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
     assert server.received("gain") == [pytest.approx(0.875)]  # the latest value only
     expect(page.get_by_test_id("value-gain")).to_have_text("0.875")
+    expect(page.get_by_test_id("unsent")).to_have_text("")
+
+
+def test_a_wake_up_ends_the_attempt_in_flight_before_the_next(
+    server: ThreadServer, page: Page
+) -> None:
+    """The phone wakes while a reconnect attempt still hangs: that attempt is ended
+    before a new one opens (a late join of the old one would take the seat back from
+    the new connection, and with it what the new one flushed), and the change made
+    offline reaches the server once."""
+    away = Away(page)
+    open_joined(page, server)
+    away.held = []
+    away.leave(server)
+    deadline = time.monotonic() + 10 * TIMEOUT_SCALE
+    while not away.held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)  # lets Playwright run the route handler
+    assert away.held, "no reconnect attempt"
+    page.evaluate("""() => {
+        const s = document.querySelector('[data-testid="slider-gain"]');
+        s.value = 625; s.dispatchEvent(new Event("input"));
+    }""")
+    expect(page.get_by_test_id("unsent")).to_contain_text("1 change will be sent")
+    hung = away.log[-1]  # "open n" of the attempt in flight
+    away.on = False
+    page.evaluate("window.bbxClient._wake()")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "connected")
+    assert server.received("gain") == [pytest.approx(0.625)]
+    n = hung.split()[1]
+    after = away.log[away.log.index(hung) + 1 :]
+    assert after[0] == f"closed by page {n}", away.log  # ended before the next opened
+    assert f"open {int(n) + 1}" in after
     expect(page.get_by_test_id("unsent")).to_have_text("")
 
 

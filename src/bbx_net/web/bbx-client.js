@@ -24,6 +24,8 @@
 // server clock in integer microseconds.
 
 const MAX_BACKOFF_MS = 30000;
+// How long a superseded attempt may take to close before the next one opens anyway.
+const SUPERSEDE_WAIT_MS = 2000;
 const FATAL_JOIN_ERRORS = new Set(["INVALID_ROOM", "ROOM_FULL", "RATE_LIMITED", "SERVER_FULL"]);
 // The event a refused rejoin emits, by error code: the room ended (expired, or the
 // server restarted with new rooms), filled up, or the server throttles or is full.
@@ -731,6 +733,27 @@ export class BbxClient {
 
   _retry() {
     if (this.isConnected || this._closedByUser || this._roomClosed) return;
+    const old = this._ws;
+    if (old && old.readyState !== WebSocket.CLOSED) {
+      // An attempt still in flight (a wake-up cut the wait short). Its join may be on
+      // the wire already; if the server saw it after a new attempt's join, the seat
+      // would move back to it and what the new one flushed would be lost with the
+      // seat. So end it first, and open the next once the server has seen it end.
+      this._ws = null;
+      let next = () => {
+        next = () => {};
+        clearTimeout(guard);
+        this._retry();
+      };
+      const guard = setTimeout(() => next(), SUPERSEDE_WAIT_MS); // a dead link may never say
+      old.addEventListener("close", () => next(), { once: true });
+      try {
+        old.close(1000, "retrying");
+      } catch {
+        // already closing
+      }
+      return;
+    }
     this._open(true).catch(() => {});
   }
 
