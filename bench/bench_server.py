@@ -10,7 +10,8 @@ its own CPU too. For N = 10, 100, 500 clients (each in its own room, so no echo)
       deliveries/s and delivery latency p50/p99;
   (d) join storm: all N connect and join at once, p99 time to welcome;
   (e) server memory per joined idle client;
-and (f) one room of 100 phones all at 60 Hz with echo on.
+(f) one room of 100 phones all at 60 Hz with echo on, and (g) echo latency: one phone
+at 60/s in a room of 100, its change timed to each of the 99 others.
 
 Run: python bench/bench_server.py [--quick]   (Linux: reads /proc for CPU and memory)
 """
@@ -284,6 +285,39 @@ async def one_room(impl: str, seconds: float) -> dict[str, float]:
         }
 
 
+async def echo_latency(impl: str, seconds: float) -> dict[str, float]:
+    """(g) one phone moving a slider at 60/s in a room of 100: how long its change
+    takes to reach each of the 99 others (the value carries the send time)."""
+    async with server(impl, 1) as sp:
+        delays: list[float] = []
+
+        def on_text(_: loadgen.Client, payload: bytes, now: float) -> None:
+            if b'"echo"' in payload:
+                delays.append((now - orjson.loads(payload)["value"]) * 1000)
+
+        clients, _ = await join_all(sp, 100, sp.rooms, on_text)
+        sender = clients[0]
+        sender.on_text = None
+        sent = 0
+        with Window(sp) as w:
+            start = time.monotonic()
+            for tick in range(int(60 * seconds)):
+                sender.write(loadgen.json_frame(type="param", param="echo", value=time.monotonic()))
+                sent += 1
+                delay = start + (tick + 1) / 60 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await asyncio.sleep(0.3)
+        for c in clients:
+            c.close()
+        return {
+            "(g) echo deliveries / expected": len(delays) / (sent * 99),
+            "(g) echo p50 ms": pct(delays, 0.5),
+            "(g) echo p99 ms": pct(delays, 0.99),
+            "(g) server CPU %": w.server_cpu,
+        }
+
+
 def table(results: dict[str, dict[str, float]]) -> str:
     """One table per load: every implementation measured, then ours / each peer."""
     keys: list[str] = []
@@ -337,8 +371,9 @@ async def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["clients", "one-room"],
-        help="measure one part: the N-client table, or the one-room-with-echo case",
+        choices=["clients", "one-room", "echo"],
+        help="measure one part: the N-client table, the one-room-with-echo case, or "
+        "echo latency (one phone at 60/s to 99 others)",
     )
     parser.add_argument("--seconds", type=float, help="length of each load window")
     args = parser.parse_args()
@@ -370,13 +405,16 @@ async def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
 
-    for n in sizes if args.only != "one-room" else []:
+    for n in sizes if args.only in (None, "clients") else []:
         for impl in impls:
             print(f"measuring {impl} with {n} clients...", file=sys.stderr)
             await record(f"{impl}:N={n:>3}", measure(impl, n, seconds))
-    for impl in impls if args.only != "clients" else []:
+    for impl in impls if args.only in (None, "one-room") else []:
         print(f"measuring {impl}, one room of 100 at 60 Hz...", file=sys.stderr)
         await record(f"{impl}:one room x100", one_room(impl, seconds))
+    for impl in impls if args.only in (None, "echo") else []:
+        print(f"measuring {impl}, one phone at 60/s echoed to 99...", file=sys.stderr)
+        await record(f"{impl}:echo 1 -> 99", echo_latency(impl, seconds))
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -289,18 +289,62 @@ def test_echoes_coalesce_to_the_update_rate_and_flush_later() -> None:
 
 
 def test_no_member_gets_back_a_value_older_than_its_own_change() -> None:
-    """Echoes wait per room with their sender: the newest value skips only its sender."""
+    """The newest value skips its sender; a phone not sent the parameter within the
+    interval gets a change at once, the others at the interval's end."""
     w = World(update_rate=10.0)
     (a, sa), (b, sb), (_, sc) = w.joined(), w.joined(), w.joined()
     w.send(a, type="param", param="gain", value=0.1)  # due: out at once
     assert [m["value"] for m in sb.take() + sc.take()] == [0.1, 0.1]
-    w.send(b, type="param", param="gain", value=0.2)  # within the interval: waits
+    w.send(b, type="param", param="gain", value=0.2)  # a was never sent gain: at once
+    assert [m["value"] for m in sa.take()] == [0.2] and sc.take() == []
     w.send(a, type="param", param="gain", value=0.3)  # supersedes b's, sent by a
+    assert w.session.next_echo_us == w.now + S // 10  # when b and c were sent 0.1
     w.now += S // 10
     w.session.flush(w.now)
-    assert sa.take() == []  # a's own 0.3 is newest: b's older 0.2 never reaches a
+    assert sa.take() == []  # a's own 0.3 is newest: nothing older comes back to it
     assert [m["value"] for m in sb.take()] == [0.3]
     assert [m["value"] for m in sc.take()] == [0.3]
+    assert not w.session.is_holding and w.session.next_echo_us is None
+
+
+def test_an_echo_waits_only_for_what_is_left_of_its_interval() -> None:
+    """A phone at the update rate is echoed at once; one a little early waits exactly
+    until the interval since its last echo ends, not for a tick."""
+    w = World(update_rate=10.0)
+    (a, _), (_, sb) = w.joined(), w.joined()
+    start = w.now
+    for i in range(5):  # exactly one interval apart: every one goes at once
+        w.send(a, type="param", param="gain", value=i / 10)
+        assert [m["value"] for m in sb.take()] == [i / 10]
+        w.now += S // 10
+    w.now -= 300  # 300 µs early
+    w.send(a, type="param", param="gain", value=0.9)
+    assert sb.take() == []
+    assert w.session.next_echo_us == start + 5 * (S // 10)  # the last echo + interval
+    w.now = w.session.next_echo_us - 1
+    w.session.flush(w.now)
+    assert sb.take() == []
+    w.now += 1
+    w.session.flush(w.now)
+    assert [m["value"] for m in sb.take()] == [0.9]
+
+
+def test_a_phone_that_joins_holds_the_state_and_is_echoed_the_next_change_at_once() -> None:
+    w = World(update_rate=10.0)
+    (a, _), (b, sb) = w.joined(), w.joined()
+    w.send(a, type="param", param="gain", value=0.1)
+    assert len(sb.take()) == 1
+    _, sc = w.joined()  # its state frame holds 0.1: nothing owed
+    w.session.flush(w.now + S)
+    assert sc.take() == []
+    w.send(a, type="param", param="gain", value=0.2)
+    assert [m["value"] for m in sc.take()] == [0.2]  # never sent gain: at once
+    assert sb.take() == []  # sent 0.1 just now: waits
+    assert w.session.next_echo_us == w.now + S // 10  # b's trailing edge
+    w.session.closed(b, w.now)  # b leaves before it
+    w.now += S // 10
+    w.session.flush(w.now)
+    assert sb.take() == []  # gone: nothing more written to it
     assert not w.session.is_holding
 
 
@@ -762,6 +806,7 @@ def test_many_phones_share_half_the_schedule_and_it_frees_as_time_passes() -> No
         refused += sink.codes().count("SCHEDULE_FULL")
     assert 20 * 200 - refused == 2_048  # half of 4,096 in all
     peer, sink = phones[0]
+    assert set(sink.codes()) == {"update"}  # the others' changes, echoed
     w.send(peer, type="param", param="gain", value=0.5, at=w.now + 6 * S)
     assert sink.codes() == ["SCHEDULE_FULL"]
     w.send(peer, type="param", param="gain", value=0.5)  # due now: never refused

@@ -187,6 +187,23 @@ def test_broadcasts_reach_every_joined_client() -> None:
     run(main())
 
 
+def test_an_echo_goes_at_once_and_the_rest_of_its_interval_at_its_end() -> None:
+    """Over the wire: the first change reaches the room at once; the ones made inside
+    the interval coalesce and the newest arrives when it ends, on the echo timer."""
+
+    async def main() -> None:
+        async with live_server(update_rate=2.0) as s:  # an interval of half a second
+            a, b = await s.joined(), await s.joined()
+            for v in (0.1, 0.2, 0.3):
+                await a.send(type="param", param="gain", value=v)
+            assert await b.recv() == {"type": "update", "param": "gain", "value": 0.1}
+            assert await b.nothing(within=0.2)  # inside the interval: held
+            assert await b.recv() == {"type": "update", "param": "gain", "value": 0.3}
+            assert await b.nothing(within=0.6) and await a.nothing(within=0.0)
+
+    run(main())
+
+
 def test_room_expiry_closes_that_room_only() -> None:
     """A room past its expiration sends closed to its clients and closes them."""
 

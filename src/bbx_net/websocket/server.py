@@ -592,6 +592,8 @@ class WsServer:
         self._server: asyncio.Server | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._flushing = False
+        self._echo_timer: asyncio.TimerHandle | None = None  # at the next echo's due time
+        self._echo_due: int | None = None
         self._stopping = False  # stop() began: connections made from now are refused
         self._port: int | None = None
         self._viz_rejected = 0  # frames with NaN/inf from the host, not sent
@@ -722,6 +724,9 @@ class WsServer:
         for timer in self._timers:
             timer.cancel()
         self._timers = []
+        if self._echo_timer is not None:
+            self._echo_timer.cancel()
+            self._echo_timer = self._echo_due = None
         with self._lock:
             self._loop = None
 
@@ -802,11 +807,29 @@ class WsServer:
         self._after_session()
 
     def _after_session(self) -> None:
-        """Keeps a flush timer running while some outbox holds messages."""
-        if self._flushing or not self._session.is_holding or self._loop is None:
+        """Keeps a timer at the next echo's due time, and a flush timer running while
+        some outbox holds messages."""
+        loop = self._loop
+        if loop is None:
+            return
+        session = self._session
+        due = session.next_echo_us
+        if due is not None and (self._echo_due is None or due < self._echo_due):
+            if self._echo_timer is not None:
+                self._echo_timer.cancel()
+            self._echo_due = due
+            delay = max(0.0, (due - self.clock.now_us()) * 1e-6)
+            self._echo_timer = loop.call_later(delay, self._echo_tick)
+        if self._flushing or not session.is_holding:
             return
         self._flushing = True
-        self._loop.call_later(0.5 / self.config.update_rate, self._flush)
+        loop.call_later(0.5 / self.config.update_rate, self._flush)
+
+    def _echo_tick(self) -> None:
+        self._echo_timer = None
+        self._echo_due = None
+        self._session.flush(self.clock.now_us())
+        self._after_session()
 
     def _flush(self) -> None:
         self._flushing = False

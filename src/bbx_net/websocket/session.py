@@ -71,6 +71,7 @@ from .commands import (
     Shutdown,
 )
 from .config import ParamSpec, WsServerConfig
+from .echo import EchoClock, EchoLine
 from .outbox import Outbox, Sink
 
 __all__ = [
@@ -224,30 +225,29 @@ class Peer:
 
 
 class _Room:
-    """One room's live connections and the echoes waiting for them.
+    """One room's live connections and the echo line of each parameter changed in it
+    (see `echo`: each member is sent a parameter at most `update_rate` times a second,
+    at once when it was not sent it within the interval)."""
 
-    Echoes fan out per room, not per client: a phone's change is kept here (newest
-    value per parameter, with who sent it) and written to every other member at most
-    `update_rate` times a second, so a message costs one dict store however big the
-    room, and a member never gets back a value older than its own last change.
-    """
-
-    __slots__ = ("code", "members", "by_address", "pending", "last_echo_us")
+    __slots__ = ("code", "members", "by_address", "lines")
 
     def __init__(self, code: str) -> None:
         self.code = code
         self.members: set[Peer] = set()
         self.by_address: dict[str, int] = {}  # remote address -> live members from it
-        self.pending: dict[str, tuple[float, Peer]] = {}  # parameter -> (value, sender)
-        self.last_echo_us: int | None = None
+        self.lines: dict[str, EchoLine[Peer]] = {}  # parameter -> its echoes in this room
 
     def add(self, peer: Peer) -> None:
         self.members.add(peer)
         self.by_address[peer.address] = self.by_address.get(peer.address, 0) + 1
+        for line in self.lines.values():
+            line.add(peer)
 
     def discard(self, peer: Peer) -> None:
         if peer in self.members:
             self.members.remove(peer)
+            for line in self.lines.values():
+                line.discard(peer)
             left = self.by_address[peer.address] - 1
             if left:
                 self.by_address[peer.address] = left
@@ -357,7 +357,7 @@ class Session:
         self._by_node: dict[NodeId, Peer] = {}
         self._live: dict[str, _Room] = {}  # rooms with a connected member
         self._holding: set[Peer] = set()  # outboxes with something waiting
-        self._echoing: set[_Room] = set()  # rooms with echoes not yet due
+        self._echoes: EchoClock[Peer] = EchoClock()  # echo lines owing a trailing edge
         # Connections not yet joined, oldest first (the join deadline), and per address.
         self._lobby: dict[Peer, None] = {}
         self._lobby_by_address: dict[str, int] = {}
@@ -471,13 +471,10 @@ class Session:
     # ---- public: time ---------------------------------------------------------------
 
     def flush(self, now_us: int) -> None:
-        """Fans out the echoes that are due and writes what waits in outboxes."""
-        if self._echoing:
-            interval = self._update_interval_us
-            for room in list(self._echoing):
-                last = room.last_echo_us
-                if last is None or now_us - last >= interval:
-                    self._echo(room, now_us)
+        """Sends the echoes that are due and writes what waits in outboxes."""
+        if self._echoes:
+            for line in self._echoes.pop_due(now_us):
+                self._echo(line, now_us)
         for peer in list(self._holding):
             if not peer.outbox.flush():
                 self._holding.discard(peer)
@@ -485,7 +482,12 @@ class Session:
     @property
     def is_holding(self) -> bool:
         """True while echoes or outbox messages wait (the transport keeps flushing)."""
-        return bool(self._holding) or bool(self._echoing)
+        return bool(self._holding) or bool(self._echoes)
+
+    @property
+    def next_echo_us(self) -> int | None:
+        """When the next echo is due (call `flush` then), or None."""
+        return self._echoes.next_us
 
     def keepalive(self, now_us: int) -> None:
         """Pings every connection; drops those silent past connection_timeout.
@@ -815,12 +817,11 @@ class Session:
         self._values[msg.param] = value
         room = self._live.get(seat.room_code)
         if room is not None and len(room.members) > 1:
-            room.pending[msg.param] = (value, peer)
-            last = room.last_echo_us
-            if last is None or now_us - last >= self._update_interval_us:
-                self._echo(room, now_us)
-            else:
-                self._echoing.add(room)
+            line = room.lines.get(msg.param)
+            if line is None:
+                line = room.lines[msg.param] = EchoLine(msg.param, room.members)
+            line.change(peer, value)
+            self._echo(line, now_us)
         if self._listeners:
             self._notify(
                 ParamEvent(msg.param, value, peer.node_str, seat.room_code, msg.at, ts, queued),
@@ -924,7 +925,9 @@ class Session:
         # held for the rest; a phone's echo of this parameter not yet sent is older
         # than the host's value now, so it is dropped.
         for room in self._live.values():
-            room.pending.pop(name, None)
+            line = room.lines.get(name)
+            if line is not None:
+                line.set_all(value)
         holding = self._holding
         for peer in self._by_node.values():
             if peer.outbox.update(name, frame):
@@ -942,7 +945,8 @@ class Session:
         self._rooms.close(code)
         if room is None:
             return
-        self._echoing.discard(room)
+        for line in room.lines.values():
+            line.live = False
         frame = encode_closed(reason)
         for peer in room.members:
             self._send(peer, frame)
@@ -973,7 +977,8 @@ class Session:
             room.discard(peer)
             if not room.members:
                 del self._live[seat.room_code]
-                self._echoing.discard(room)
+                for line in room.lines.values():
+                    line.live = False
         peer.seat = None
 
     def _leave_lobby(self, peer: Peer) -> None:
@@ -985,18 +990,17 @@ class Session:
             else:
                 del self._lobby_by_address[peer.address]
 
-    def _echo(self, room: _Room, now_us: int) -> None:
-        """Writes a room's waiting echoes to every member but each value's sender."""
-        self._echoing.discard(room)
-        room.last_echo_us = now_us
-        pending, room.pending = room.pending, {}
-        holding = self._holding
-        members = room.members
-        for name, (value, sender) in pending.items():
-            frame = encode_update(name, value)
-            for member in members:
-                if member is not sender and member.outbox.update(name, frame):
+    def _echo(self, line: EchoLine[Peer], now_us: int) -> None:
+        """Writes `line`'s newest value to the members due now; queues the rest."""
+        due = line.due(now_us, self._update_interval_us)
+        if due:
+            name = line.name
+            frame = encode_update(name, line.value)
+            holding = self._holding
+            for member in due:
+                if member.outbox.update(name, frame):
                     holding.add(member)
+        self._echoes.watch(line)
 
     def _state_frame(self) -> bytes:
         states = []
