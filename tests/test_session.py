@@ -271,34 +271,36 @@ def test_param_is_clamped_into_the_ring_and_echoed_to_the_room_only() -> None:
 
 
 def test_echoes_coalesce_to_the_update_rate_and_flush_later() -> None:
-    """Within one update interval later changes coalesce; flush sends the newest."""
+    """The first change and the allowance of one more go at once; the rest of the
+    interval coalesces, and its end sends the newest."""
     w = World(update_rate=10.0)
     a, _ = w.joined()
     b, sb = w.joined()
-    for v in (0.1, 0.2, 0.3):
+    for v in (0.1, 0.2, 0.3, 0.4):
         w.send(a, type="param", param="gain", value=v)
-    assert [m["value"] for m in sb.take()] == [0.1]
-    assert w.session.is_holding
-    w.now += S // 20
-    w.session.flush(w.now)
+    assert [m["value"] for m in sb.take()] == [0.1, 0.2]
+    assert w.session.is_holding and w.session.next_echo_us == w.now + S // 10
+    w.session.flush(w.now + S // 20)
     assert sb.take() == []  # not due yet
-    w.now += S // 20
+    w.now += S // 10
     w.session.flush(w.now)
-    assert [m["value"] for m in sb.take()] == [0.3]
+    assert [m["value"] for m in sb.take()] == [0.4]
     assert not w.session.is_holding
 
 
 def test_no_member_gets_back_a_value_older_than_its_own_change() -> None:
-    """The newest value skips its sender; a phone not sent the parameter within the
-    interval gets a change at once, the others at the interval's end."""
+    """The newest value skips its sender; what waits is always the newest."""
     w = World(update_rate=10.0)
-    (a, sa), (b, sb), (_, sc) = w.joined(), w.joined(), w.joined()
-    w.send(a, type="param", param="gain", value=0.1)  # due: out at once
+    (a, sa), (b, sb), (c, sc) = w.joined(), w.joined(), w.joined()
+    w.send(a, type="param", param="gain", value=0.1)
     assert [m["value"] for m in sb.take() + sc.take()] == [0.1, 0.1]
-    w.send(b, type="param", param="gain", value=0.2)  # a was never sent gain: at once
-    assert [m["value"] for m in sa.take()] == [0.2] and sc.take() == []
-    w.send(a, type="param", param="gain", value=0.3)  # supersedes b's, sent by a
-    assert w.session.next_echo_us == w.now + S // 10  # when b and c were sent 0.1
+    w.send(b, type="param", param="gain", value=0.2)
+    assert [m["value"] for m in sa.take() + sc.take()] == [0.2, 0.2]
+    w.send(c, type="param", param="gain", value=0.25)
+    assert [m["value"] for m in sa.take() + sb.take()] == [0.25, 0.25]
+    w.send(a, type="param", param="gain", value=0.3)  # b and c spent their allowance
+    assert sb.take() == [] and sc.take() == []
+    assert w.session.next_echo_us == w.now + S // 10
     w.now += S // 10
     w.session.flush(w.now)
     assert sa.take() == []  # a's own 0.3 is newest: nothing older comes back to it
@@ -308,24 +310,23 @@ def test_no_member_gets_back_a_value_older_than_its_own_change() -> None:
 
 
 def test_an_echo_waits_only_for_what_is_left_of_its_interval() -> None:
-    """A phone at the update rate is echoed at once; one a little early waits exactly
-    until the interval since its last echo ends, not for a tick."""
+    """A phone at the update rate is echoed at once; past the allowance a change waits
+    exactly until the rate allows it, not for a tick."""
     w = World(update_rate=10.0)
     (a, _), (_, sb) = w.joined(), w.joined()
-    start = w.now
-    for i in range(5):  # exactly one interval apart: every one goes at once
+    for i in range(5):  # one interval apart: every one goes at once
         w.send(a, type="param", param="gain", value=i / 10)
         assert [m["value"] for m in sb.take()] == [i / 10]
         w.now += S // 10
-    w.now -= 300  # 300 µs early
-    w.send(a, type="param", param="gain", value=0.9)
+    w.send(a, type="param", param="gain", value=0.8)
+    w.send(a, type="param", param="gain", value=0.85)  # the allowance
+    w.send(a, type="param", param="gain", value=0.9)  # waits
+    assert [m["value"] for m in sb.take()] == [0.8, 0.85]
+    due = w.session.next_echo_us
+    assert due == w.now + S // 10
+    w.session.flush(due - 1)
     assert sb.take() == []
-    assert w.session.next_echo_us == start + 5 * (S // 10)  # the last echo + interval
-    w.now = w.session.next_echo_us - 1
-    w.session.flush(w.now)
-    assert sb.take() == []
-    w.now += 1
-    w.session.flush(w.now)
+    w.session.flush(due)
     assert [m["value"] for m in sb.take()] == [0.9]
 
 
@@ -339,7 +340,10 @@ def test_a_phone_that_joins_holds_the_state_and_is_echoed_the_next_change_at_onc
     assert sc.take() == []
     w.send(a, type="param", param="gain", value=0.2)
     assert [m["value"] for m in sc.take()] == [0.2]  # never sent gain: at once
-    assert sb.take() == []  # sent 0.1 just now: waits
+    assert [m["value"] for m in sb.take()] == [0.2]  # its allowance
+    w.send(a, type="param", param="gain", value=0.3)
+    assert [m["value"] for m in sc.take()] == [0.3]
+    assert sb.take() == []
     assert w.session.next_echo_us == w.now + S // 10  # b's trailing edge
     w.session.closed(b, w.now)  # b leaves before it
     w.now += S // 10
@@ -352,11 +356,11 @@ def test_a_host_broadcast_supersedes_a_waiting_echo() -> None:
     """BroadcastParam goes out at once to all, and drops the older echo still waiting."""
     w = World(update_rate=10.0)
     (a, sa), (_, sb) = w.joined(), w.joined()
-    w.send(a, type="param", param="gain", value=0.1)
-    w.send(a, type="param", param="gain", value=0.2)  # waits for the interval
+    for v in (0.1, 0.2, 0.3):  # 0.3 waits for the interval
+        w.send(a, type="param", param="gain", value=v)
     w.session.command(ServerCommand.BroadcastParam("gain", 0.9), w.now)
     assert [m["value"] for m in sa.take()] == [0.9]
-    assert [m["value"] for m in sb.take()] == [0.1, 0.9]
+    assert [m["value"] for m in sb.take()] == [0.1, 0.2, 0.9]
     w.now += S
     w.session.flush(w.now)
     assert sa.take() == [] and sb.take() == []
@@ -364,7 +368,8 @@ def test_a_host_broadcast_supersedes_a_waiting_echo() -> None:
 
 
 def test_echoes_to_a_big_room_stay_at_the_update_rate() -> None:
-    """1,000 changes inside one interval: each of 199 members gets the first and newest."""
+    """1,000 changes inside one interval: each of 199 members gets the first two and
+    the newest."""
     w = World(update_rate=10.0, room=RoomConfig(max_clients=300))
     members = [w.joined() for _ in range(200)]
     sender = members[0][0]
@@ -373,7 +378,7 @@ def test_echoes_to_a_big_room_stay_at_the_update_rate() -> None:
     w.now += S // 10
     w.session.flush(w.now)
     for _, sink in members[1:]:
-        assert [m["value"] for m in sink.take()] == [0.0, 0.999]
+        assert [m["value"] for m in sink.take()] == [0.0, 0.001, 0.999]
 
 
 def test_a_paused_client_gets_newest_state_when_it_resumes() -> None:

@@ -188,17 +188,18 @@ def test_broadcasts_reach_every_joined_client() -> None:
 
 
 def test_an_echo_goes_at_once_and_the_rest_of_its_interval_at_its_end() -> None:
-    """Over the wire: the first change reaches the room at once; the ones made inside
-    the interval coalesce and the newest arrives when it ends, on the echo timer."""
+    """Over the wire: the first change and the allowance reach the room at once; the
+    ones made inside the interval coalesce and the newest arrives when it ends."""
 
     async def main() -> None:
         async with live_server(update_rate=2.0) as s:  # an interval of half a second
             a, b = await s.joined(), await s.joined()
-            for v in (0.1, 0.2, 0.3):
+            for v in (0.1, 0.2, 0.3, 0.4):
                 await a.send(type="param", param="gain", value=v)
             assert await b.recv() == {"type": "update", "param": "gain", "value": 0.1}
-            assert await b.nothing(within=0.2)  # inside the interval: held
-            assert await b.recv() == {"type": "update", "param": "gain", "value": 0.3}
+            assert await b.recv() == {"type": "update", "param": "gain", "value": 0.2}
+            assert await b.nothing(within=0.3)  # inside the interval: held
+            assert await b.recv() == {"type": "update", "param": "gain", "value": 0.4}
             assert await b.nothing(within=0.6) and await a.nothing(within=0.0)
 
     run(main())

@@ -148,8 +148,9 @@ class WsServerConfig:
         handshake_timeout: seconds a client has to finish the opening handshake.
         resume_grace: seconds a dropped client's seat is kept for its session token.
         schedule_horizon: how far ahead (seconds) `at` may be.
-        update_rate: most `update` frames per second per client per parameter
-            (faster changes coalesce to the latest value).
+        update_rate: most `update` echoes per second per client per parameter, with
+            an allowance of one more: a change goes out at once unless the client's
+            allowance is spent, then the latest value when it returns (see echo.py).
         error_budget: errors a client may cause in a burst before it is closed with
             1008; one error is forgiven per second.
         join_burst: failed joins one address may make in a burst.

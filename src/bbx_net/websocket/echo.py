@@ -1,17 +1,21 @@
 """Echo pacing: a phone's change, to the other phones of its room, without added delay.
 
-The rule is per recipient and per parameter: an update goes out at once when that
-phone has not been sent that parameter within the last interval (1/update_rate);
-changes made inside the interval coalesce to the moment it ends, when the newest value
-goes out (leading and trailing edge). A phone is never sent a value older than its own
-last change: its own change is, for it, the newest value.
+The rule is per recipient and per parameter, a cell-rate rule (GCRA, a token bucket
+two updates deep): an update goes out at once when that phone has not been sent that
+parameter within the last interval (1/update_rate), and also when it has but the
+phone's allowance is not spent; otherwise changes coalesce and the newest value goes
+out the moment the allowance returns (leading and trailing edge). Over any stretch of
+time a phone gets at most `update_rate` updates of a parameter a second, plus one. The
+allowance is what keeps a phone that moves a slider at the rate itself echoed at once:
+a minimum-gap rule would lock onto its worst jitter (each change arriving a little
+early waits, and every later one with it). A phone is never sent a value older than its
+own last change: its own change is, for it, the newest value.
 
-One `EchoLine` per (room, parameter) holds that rule for all of the room's members at
-once. Members sit in one dict ordered by when they were last sent the parameter,
-oldest first, so a change touches only the members it is sent to now and the first
-one still inside its interval; a room of a hundred phones all moving the same slider
-costs one send per phone per interval, not one per phone per change. `EchoClock`
-keeps the lines that owe a trailing edge, by due time.
+One `EchoLine` per (room, parameter) holds the rule for all of the room's members: a
+heap of when each may be sent next, so a change touches only the members it is sent
+to now; a room of a hundred phones all moving the same slider costs about one send per
+phone per interval, not one per phone per change. `EchoClock` keeps the lines that owe
+a trailing edge, by due time.
 
 Pure: no asyncio, no clock; time is passed in (µs). Members are any hashable objects.
 """
@@ -27,6 +31,8 @@ __all__ = ["EchoClock", "EchoLine"]
 
 M = TypeVar("M", bound=Hashable)  # a member: the session's Peer
 
+NEVER = -(1 << 62)  # "never sent": due at any time
+
 
 class EchoLine(Generic[M]):
     """One parameter's echoes in one room.
@@ -38,12 +44,24 @@ class EchoLine(Generic[M]):
     Attributes:
         value: the newest value changed in this room (or set by the host).
         version: counts the values; a member holding an older one is owed the newest.
-        due_us: when the next trailing edge is due (None: nobody is owed anything
-            that could not go at once), as of the last `due`; a member's leaving since
-            may leave it early, never late.
+        due_us: when the next trailing edge may be due (None: nobody is owed anything
+            that could not go at once), as of the last `due`; never late, and early
+            only when a member who was to be sent then left or got the value meanwhile.
     """
 
-    __slots__ = ("name", "value", "version", "due_us", "queued_us", "_fresh", "_sent", "live")
+    __slots__ = (
+        "name",
+        "value",
+        "version",
+        "due_us",
+        "queued_us",
+        "live",
+        "_state",
+        "_heap",
+        "_idle",
+        "_owed",
+        "_seq",
+    )
 
     def __init__(self, name: str, members: Iterable[M]) -> None:
         self.name = name
@@ -52,76 +70,102 @@ class EchoLine(Generic[M]):
         self.due_us: int | None = None
         self.queued_us: int | None = None  # the due time this line waits under in EchoClock
         self.live = True  # False once its room is gone
-        # Members never sent this parameter -> the version they hold. Always due.
-        self._fresh: dict[M, int] = dict.fromkeys(members, 0)
-        # Members sent it -> [when, version held], ordered by `when`, oldest first.
-        self._sent: dict[M, list[int]] = {}
+        # member -> [version held, earliest next send (µs), key of its heap entry or -1]
+        self._state: dict[M, list[int]] = {}
+        self._heap: list[tuple[int, int, M]] = []  # (earliest next send, key, member)
+        self._idle: dict[M, None] = {}  # may be sent now, holds the newest: waits for one
+        self._owed = 0  # members holding an older value than the newest
+        self._seq = itertools.count()
+        for member in members:
+            self.add(member)
 
     def __len__(self) -> int:
-        return len(self._fresh) + len(self._sent)
+        return len(self._state)
 
     def add(self, member: M) -> None:
         """A member joined; it was sent the room's state, so it holds the newest value."""
-        self._sent.pop(member, None)
-        self._fresh[member] = self.version
+        self.discard(member)
+        self._state[member] = [self.version, NEVER, -1]
+        self._idle[member] = None
 
     def discard(self, member: M) -> None:
-        self._fresh.pop(member, None)
-        self._sent.pop(member, None)
+        state = self._state.pop(member, None)
+        if state is not None:
+            if state[0] < self.version:
+                self._owed -= 1
+                if not self._owed:
+                    self.due_us = None
+            self._idle.pop(member, None)  # a heap entry of it is skipped when it comes up
 
     def change(self, sender: M, value: float) -> None:
         """`sender` changed the value: everyone else is owed it, the sender is not."""
         self.value = value
         self.version += 1
-        entry = self._sent.get(sender)
-        if entry is not None:
-            entry[1] = self.version
+        state = self._state.get(sender)
+        if state is not None:
+            state[0] = self.version
+            self._owed = len(self._state) - 1
         else:
-            self._fresh[sender] = self.version
+            self._owed = len(self._state)
 
     def set_all(self, value: float) -> None:
         """The host set the value and sent it to every member itself: nobody is owed."""
         self.value = value
         self.version += 1
         version = self.version
-        for member in self._fresh:
-            self._fresh[member] = version
-        for entry in self._sent.values():
-            entry[1] = version
+        for state in self._state.values():
+            state[0] = version
+        self._owed = 0
         self.due_us = None
 
     def due(self, now_us: int, interval_us: int) -> list[M]:
-        """The members to send the newest value to now; updates `due_us`.
-
-        Marks them sent at `now_us`. Whoever is owed the value but was sent this
-        parameter less than `interval_us` ago waits: `due_us` is when the first of
-        them may be sent.
-        """
+        """The members to send the newest value to now; updates `due_us`."""
+        if not self._owed:
+            self.due_us = None
+            return []
         version = self.version
+        states = self._state
         out: list[M] = []
-        fresh = self._fresh
-        if fresh:
-            out = [m for m, held in fresh.items() if held < version]
-        sent = self._sent
-        cutoff = now_us - interval_us
-        due_us = None
-        late: list[M] = []
-        for member, (when, held) in sent.items():
-            if held >= version:
-                continue  # holds the newest (its own change, or sent it already)
-            if when > cutoff:
-                due_us = when + interval_us  # the oldest still inside its interval
-                break
-            late.append(member)
+        idle = self._idle
+        if idle:
+            for member in [m for m in idle if states[m][0] < version]:
+                del idle[member]
+                out.append(member)
+        heap = self._heap
+        while heap and heap[0][0] <= now_us:
+            _, key, member = heapq.heappop(heap)
+            state = states.get(member)
+            if state is None or state[2] != key:
+                continue  # left, or queued again since
+            state[2] = -1
+            if state[0] < version:
+                out.append(member)
+            else:
+                idle[member] = None  # holds the newest: sent at once when it changes
+        tolerance = interval_us  # one update of allowance beyond the rate
+        step = interval_us - tolerance
+        seq = self._seq
         for member in out:
-            del fresh[member]
-            sent[member] = [now_us, version]
-        for member in late:
-            del sent[member]  # to the end: sent last
-            sent[member] = [now_us, version]
-        if late:
-            out.extend(late)
-        self.due_us = due_us
+            state = states[member]
+            state[0] = version
+            # GCRA: the theoretical send time advances by one interval from the later
+            # of itself and now; sending may be `tolerance` ahead of it.
+            earliest = state[1] + tolerance
+            earliest = (earliest if earliest > now_us else now_us) + step
+            state[1] = earliest
+            key = state[2] = next(seq)
+            heapq.heappush(heap, (earliest, key, member))
+        self._owed -= len(out)
+        if self._owed:
+            while heap:  # drop what left or was queued again: they are not due
+                _, key, member = heap[0]
+                state = states.get(member)
+                if state is not None and state[2] == key:
+                    break
+                heapq.heappop(heap)
+            self.due_us = heap[0][0] if heap else None
+        else:
+            self.due_us = None
         return out
 
 
