@@ -79,9 +79,6 @@ class EchoLine(Generic[M]):
         for member in members:
             self.add(member)
 
-    def __len__(self) -> int:
-        return len(self._state)
-
     def add(self, member: M) -> None:
         """A member joined; it was sent the room's state, so it holds the newest value."""
         self.discard(member)

@@ -820,7 +820,7 @@ class WsServer:
             self._echo_due = due
             delay = max(0.0, (due - self.clock.now_us()) * 1e-6)
             self._echo_timer = loop.call_later(delay, self._echo_tick)
-        if self._flushing or not session.is_holding:
+        if self._flushing or not session.outboxes_holding:
             return
         self._flushing = True
         loop.call_later(0.5 / self.config.update_rate, self._flush)

@@ -243,6 +243,11 @@ class _Room:
         for line in self.lines.values():
             line.add(peer)
 
+    def retire(self) -> None:
+        """The room is gone: its lines' trailing edges are dropped."""
+        for line in self.lines.values():
+            line.live = False
+
     def discard(self, peer: Peer) -> None:
         if peer in self.members:
             self.members.remove(peer)
@@ -483,6 +488,11 @@ class Session:
     def is_holding(self) -> bool:
         """True while echoes or outbox messages wait (the transport keeps flushing)."""
         return bool(self._holding) or bool(self._echoes)
+
+    @property
+    def outboxes_holding(self) -> bool:
+        """True while some outbox holds messages (echoes have `next_echo_us`)."""
+        return bool(self._holding)
 
     @property
     def next_echo_us(self) -> int | None:
@@ -945,8 +955,7 @@ class Session:
         self._rooms.close(code)
         if room is None:
             return
-        for line in room.lines.values():
-            line.live = False
+        room.retire()
         frame = encode_closed(reason)
         for peer in room.members:
             self._send(peer, frame)
@@ -977,8 +986,7 @@ class Session:
             room.discard(peer)
             if not room.members:
                 del self._live[seat.room_code]
-                for line in room.lines.values():
-                    line.live = False
+                room.retire()
         peer.seat = None
 
     def _leave_lobby(self, peer: Peer) -> None:
