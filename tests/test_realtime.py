@@ -21,7 +21,8 @@ CALLS = 10_000
 
 def allocations(call: Callable[[], object]) -> tuple[int, int]:
     """(peak traced bytes above the start, blocks still allocated after) over CALLS
-    calls, minus the same loop around a call that does nothing."""
+    calls, minus the same loop around a call that does nothing: the least of up to
+    three tries."""
 
     def measure(fn: Callable[[], object]) -> tuple[int, int]:
         fn()
@@ -44,23 +45,32 @@ def allocations(call: Callable[[], object]) -> tuple[int, int]:
     def nothing() -> None:
         return None
 
-    base_peak, base_blocks = measure(nothing)
-    peak, blocks = measure(call)
-    return peak - base_peak, blocks - base_blocks
+    # Both counters are process-wide: a thread an earlier test left behind (an executor,
+    # a browser driver) can allocate during the loop. What the call itself allocates
+    # shows in every try, so the least of three tries is what the call costs.
+    tries = []
+    for _ in range(3):
+        base_peak, base_blocks = measure(nothing)
+        peak, blocks = measure(call)
+        tries.append((peak - base_peak, blocks - base_blocks))
+        if tries[-1] == (0, 0):
+            break
+    return min(t[0] for t in tries), min(t[1] for t in tries)
 
 
 def test_bound_block_drain_allocates_nothing_over_10000_calls() -> None:
-    producer, consumer = net_buffer(CALLS + 16, CALLS + 16)
-    for i in range(CALLS + 1):
+    per_try = CALLS + 1  # the warm-up call and the measured loop
+    producer, consumer = net_buffer(3 * per_try + 16, 3 * per_try + 16)
+    for i in range(3 * per_try):
         assert producer.try_send_param("gain", float(i))
     out = np.zeros(1, EVENT_DTYPE)
     drain = consumer.bind_block(out, 48_000, 256).drain
     start = 10**12  # a Python int made once, as a callback's BlockClock gives it
-    got: list[int] = []
     assert allocations(lambda: drain(start)) == (0, 0)
     # Each call did real work: one message out per call, in order.
-    got.append(int(out[0]["payload"][0]))
-    assert got == [CALLS] and consumer.pending == 0
+    drained = int(out[0]["payload"][0]) + 1
+    assert drained > 0 and drained % per_try == 0
+    assert consumer.pending == 3 * per_try - drained
 
 
 def test_the_allocation_check_sees_the_unbound_drain_allocate() -> None:
@@ -72,11 +82,12 @@ def test_the_allocation_check_sees_the_unbound_drain_allocate() -> None:
 
 
 def test_bound_viz_push_allocates_nothing_over_10000_calls() -> None:
-    writer, reader = bbx_net.viz_buffer(CALLS + 1, 8)
+    writer, reader = bbx_net.viz_buffer(3 * (CALLS + 1), 8)
     meter = np.arange(8, dtype=np.float32)
     push = writer.bind(meter).push
     assert allocations(lambda: push(1, 5)) == (0, 0)
-    assert writer.pushed == CALLS + 1 and writer.dropped == 0
+    assert writer.pushed > 0 and writer.pushed % (CALLS + 1) == 0
+    assert writer.dropped == 0
     assert reader.pop() == (1, 5, [float(i) for i in range(8)])
 
 
