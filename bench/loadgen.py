@@ -53,6 +53,7 @@ class Client(asyncio.Protocol):
         self.inflater: zlib._Decompress | None = None
         self.received = 0
         self.closed = False
+        self.close_reason = b""
         self.t_connect = time.monotonic()
 
     # asyncio callbacks
@@ -87,8 +88,10 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.open.done():
-            self.open.set_exception(ConnectionError("lost"))
+        for waiter in (self.open, self.welcome):
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"lost ({self.close_reason!r})"))
+                waiter.exception()  # raised to whoever awaits it, not logged if no one does
 
     def _parse(self) -> None:
         buf = self.buf
@@ -126,6 +129,7 @@ class Client(asyncio.Protocol):
             elif opcode == 0x9 and self.transport is not None:
                 self.transport.write(frame(payload, 0xA))
             elif opcode == 0x8 and self.transport is not None:
+                self.close_reason = payload
                 self.transport.write(frame(payload[:2], 0x8))
                 self.transport.close()
         del buf[:pos]
