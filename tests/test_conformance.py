@@ -354,6 +354,15 @@ def cases() -> list[Case]:
         "good-then-invalid",
         frame(TEXT, ping_json(1)) + frame(TEXT, ping_json(2, extra=b"\xc0")),
     )
+    add(
+        "6",
+        # The connection fails mid-write: the messages behind are not answered. (Not a
+        # control frame behind it: websockets' parser answers a ping before its handler
+        # decodes the text before it, so whether it does depends on scheduling there.)
+        "invalid-then-pings",
+        frame(TEXT, ping_json(2, extra=b"\xc0"))
+        + b"".join(frame(TEXT, ping_json(i)) for i in range(3, 6)),
+    )
     # 7. Close handling.
     for code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999):
         add("7", f"close-{code}", frame(CLOSE, close_payload(code)), sentinel=False)

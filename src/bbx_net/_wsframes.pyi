@@ -1,3 +1,9 @@
 """Type stubs for the compiled frame helpers (see _wsframes.pyx)."""
 
 def unmask_frame(data: bytes | bytearray | memoryview, start: int, end: int) -> bytes: ...
+def unmask_run(
+    data: bytes | bytearray | memoryview, pos: int, max_size: int, limit: int
+) -> tuple[list[bytes], int]: ...
+def skip_frames(
+    data: bytes | bytearray | memoryview, pos: int, count: int, max_size: int
+) -> int: ...

@@ -11,8 +11,9 @@ and opcodes); this module joins fragments, lets the session core check that text
 UTF-8 (it closes with 1007 otherwise, as websockets' own asyncio server does), and
 hands whole messages to the `Session`, which holds every rule. One fast path of our
 own: whole, unfragmented, masked data frames within max_size (what phones send) are
-cut from the stream and unmasked here; every other frame goes to websockets whole, so
-its parser always stands at a frame boundary. tests/test_conformance.py proves the
+cut from the stream and unmasked here, runs of text frames in C
+(`_wsframes.unmask_run`); every other frame goes to websockets whole, so its parser
+always stands at a frame boundary. tests/test_conformance.py proves the
 outcome identical to websockets' own server, case by case.
 
 Flow control: the transport's pause_writing / resume_writing signals switch the
@@ -42,7 +43,7 @@ from websockets.server import ServerProtocol
 
 from .._clock import ClockSync
 from .._ring import NetBufferProducer, VizReader
-from .._wsframes import unmask_frame
+from .._wsframes import skip_frames, unmask_frame, unmask_run
 from ..errors import BbxNetError
 from .commands import BroadcastVisualization, CommandChannel
 from .config import WsServerConfig
@@ -224,6 +225,7 @@ class _Connection(asyncio.Protocol):
         """Handles the frames in `data` in order, within the per-turn budget."""
         server = self.server
         session = server._session
+        receive = session.receive
         ws = self.ws
         now_us = server.clock.now_us()
         pos, n = 0, len(data)
@@ -248,6 +250,21 @@ class _Connection(asyncio.Protocol):
                         self.transport.pause_reading()
                     self._loop.call_soon(self._continue)
                     break
+                if self._fragments is None:
+                    # The common case, in C: a run of whole masked text frames.
+                    run, after = unmask_run(data, pos, self._max_size, budget)
+                    if run:
+                        peer = self.peer
+                        done = 0
+                        for done, payload in enumerate(run, 1):  # noqa: B007 (read after)
+                            receive(peer, payload, now_us)
+                            if peer.closing:
+                                break
+                        budget -= done
+                        if done < len(run):  # closed by one: websockets reads the rest
+                            after = skip_frames(data, pos, done, self._max_size)
+                        pos = after
+                        continue
                 if n - pos < 2:
                     break
                 b0, b1 = data[pos], data[pos + 1]
