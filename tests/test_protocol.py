@@ -31,6 +31,7 @@ from bbx_net.protocol import (
     encode_update,
     encode_visualization,
     encode_welcome,
+    param_fields,
     parse_client_message,
 )
 
@@ -251,3 +252,65 @@ def test_visualization_refuses_non_finite() -> None:
     """NaN cannot be encoded as JSON: ValueError."""
     with pytest.raises(ValueError):
         encode_visualization([1.0, float("nan")])
+
+
+def _param_reference(obj: dict[str, object]) -> tuple[str, float, int | None]:
+    """A param's checks one field at a time, as the protocol states them."""
+    name = obj.get("param")
+    if name is None:
+        raise ProtocolError(INVALID_MESSAGE, "param needs a string field 'param'")
+    if not isinstance(name, str):
+        raise ProtocolError(INVALID_MESSAGE, "'param' must be a string")
+    if not 1 <= len(name) <= 128:
+        raise ProtocolError(INVALID_MESSAGE, "'param' must be 1..128 characters")
+    if "value" not in obj:
+        raise ProtocolError(INVALID_MESSAGE, "param needs a number field 'value'")
+    value = obj["value"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(INVALID_MESSAGE, "'value' must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ProtocolError(INVALID_VALUE, "'value' is too large") from None
+    if not math.isfinite(number):
+        raise ProtocolError(INVALID_VALUE, "'value' must be finite")
+    if abs(number) > FLOAT32_MAX:
+        raise ProtocolError(INVALID_VALUE, "'value' is outside the float32 range")
+    at = obj.get("at")
+    if at is not None and (isinstance(at, bool) or not isinstance(at, int) or not 0 <= at <= 2**53):
+        raise ProtocolError(INVALID_TIME, "'at' must be a non-negative integer (server µs)")
+    return name, number, at  # type: ignore[return-value]
+
+
+def test_param_fields_decide_every_field_as_the_plain_checks_do() -> None:
+    """The hot path's shortcut (a float in range, a short name) changes no outcome:
+    every combination of edge values gives the same fields, or the same code and text."""
+    big = 2.0**128
+    names: list[object] = ["gain", "x" * 128, "x" * 129, "", 5, None, "MISSING", ["a"]]
+    values: list[object] = [
+        0.5, -0.0, FLOAT32_MAX, -FLOAT32_MAX, math.nextafter(FLOAT32_MAX, math.inf),
+        -big, math.inf, -math.inf, math.nan, 3, 10**400, True, None, "1", "MISSING",
+    ]  # fmt: skip
+    ats: list[object] = [None, 0, 2**53, 2**53 + 1, -1, True, 1.5, "MISSING"]
+    for name in names:
+        for value in values:
+            for at in ats:
+                obj: dict[str, object] = {"type": "param"}
+                for key, v in (("param", name), ("value", value), ("at", at)):
+                    if v != "MISSING":
+                        obj[key] = v
+                try:
+                    want: object = _param_reference(obj)
+                except ProtocolError as exc:
+                    want = (exc.code, exc.message)
+                try:
+                    got: object = param_fields(obj)
+                    message: object = parse_client_message(orjson.dumps(obj))
+                except ProtocolError as exc:
+                    got = message = (exc.code, exc.message)
+                except (TypeError, orjson.JSONEncodeError):  # NaN / 10**400: not JSON
+                    got, message = param_fields(obj), None
+                assert got == want, obj
+                if isinstance(want, tuple) and isinstance(message, Param):
+                    assert (message.param, message.value, message.at) == want
+                    assert type(want[1]) is float

@@ -46,7 +46,6 @@ from ..protocol import (
     InvalidText,
     Join,
     Leave,
-    Param,
     ParamState,
     Ping,
     ProtocolError,
@@ -59,7 +58,9 @@ from ..protocol import (
     encode_state,
     encode_update,
     encode_welcome,
-    parse_client_message,
+    load_frame,
+    message_from_json,
+    param_fields,
 )
 from ..rooms import GuessBudget, JoinThrottle, RoomRegistry, Seat
 from .commands import (
@@ -413,10 +414,12 @@ class Session:
             return
         peer.messages_in += 1
         try:
-            message = parse_client_message(data, binary=binary)
-            if isinstance(message, Param):
-                self._on_param(peer, message, now_us)
-            elif isinstance(message, Trigger):
+            obj = load_frame(data, binary=binary)
+            if type(obj) is dict and obj.get("type") == "param":  # most of what arrives
+                self._on_param(peer, *param_fields(obj), now_us)
+                return
+            message = message_from_json(obj)
+            if isinstance(message, Trigger):
                 self._on_trigger(peer, message, now_us)
             elif isinstance(message, Ping):
                 self._on_ping(peer, message, now_us)
@@ -799,42 +802,45 @@ class Session:
         self._detach(peer)
         self._close(peer, CLOSE_NORMAL, "left")
 
-    def _on_param(self, peer: Peer, msg: Param, now_us: int) -> None:
-        seat = self._require_joined(peer)
-        spec = self._specs.get(msg.param)
-        value = msg.value
-        if spec is not None:
+    def _on_param(self, peer: Peer, param: str, value: float, at: int | None, now_us: int) -> None:
+        seat = peer.seat
+        if seat is None:
+            raise ProtocolError(NOT_JOINED, "Send join first")
+        if self._specs:
+            spec = self._specs.get(param)
+            if spec is None:
+                raise ProtocolError(UNKNOWN_PARAM, f"Unknown parameter {param[:64]!r}")
             value = spec.clamp(value)
-        elif self._specs:
-            raise ProtocolError(UNKNOWN_PARAM, f"Unknown parameter {msg.param[:64]!r}")
-        elif (
-            msg.param not in self._values and len(self._values) >= self.config.max_undeclared_params
-        ):
+        elif param not in self._values and len(self._values) >= self.config.max_undeclared_params:
             raise ProtocolError(UNKNOWN_PARAM, "Too many distinct parameter names")
-        check_at(msg.at, now_us, self._horizon_us)
-        if msg.at is not None and not self._schedule.admit(seat.node_id, msg.at, now_us):
-            raise ProtocolError(SCHEDULE_FULL, "Too many events scheduled ahead")
-        h = self._hashes.get(msg.param)
-        if h is None:
-            h = hash_param_name(msg.param)
         node = seat.node_id
-        ts = msg.at if msg.at is not None else now_us
-        queued = self.producer.try_send_param(h, value, node.high, node.low, ts, msg.at is not None)
-        if queued:
+        if at is None:
+            ts = now_us
+        else:
+            check_at(at, now_us, self._horizon_us)
+            if not self._schedule.admit(node, at, now_us):
+                raise ProtocolError(SCHEDULE_FULL, "Too many events scheduled ahead")
+            ts = at
+        h = self._hashes.get(param)
+        if h is None:
+            h = hash_param_name(param)
+        if self.producer.try_send_param(h, value, node.high, node.low, ts, at is not None):
             self._accepted += 1
+            queued = True
         else:
             self._refused += 1
-        self._values[msg.param] = value
+            queued = False
+        self._values[param] = value
         room = self._live.get(seat.room_code)
         if room is not None and len(room.members) > 1:
-            line = room.lines.get(msg.param)
+            line = room.lines.get(param)
             if line is None:
-                line = room.lines[msg.param] = EchoLine(msg.param, room.members)
+                line = room.lines[param] = EchoLine(param, room.members)
             line.change(peer, value)
             self._echo(line, now_us)
         if self._listeners:
             self._notify(
-                ParamEvent(msg.param, value, peer.node_str, seat.room_code, msg.at, ts, queued),
+                ParamEvent(param, value, peer.node_str, seat.room_code, at, ts, queued),
                 now_us,
             )
 
