@@ -139,16 +139,17 @@ class EchoLine(Generic[M]):
                 out.append(member)
             else:
                 idle[member] = None  # holds the newest: sent at once when it changes
-        tolerance = interval_us  # one update of allowance beyond the rate
-        step = interval_us - tolerance
         seq = self._seq
         for member in out:
             state = states[member]
             state[0] = version
-            # GCRA: the theoretical send time advances by one interval from the later
-            # of itself and now; sending may be `tolerance` ahead of it.
-            earliest = state[1] + tolerance
-            earliest = (earliest if earliest > now_us else now_us) + step
+            # GCRA with one interval of tolerance: the theoretical send time advances by
+            # one interval from the later of itself and now, and sending may be one
+            # interval ahead of it; so the earliest next send is the later of now and
+            # the last earliest plus one interval.
+            earliest = state[1] + interval_us
+            if earliest < now_us:
+                earliest = now_us
             state[1] = earliest
             key = state[2] = next(seq)
             heapq.heappush(heap, (earliest, key, member))

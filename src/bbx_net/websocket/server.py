@@ -286,10 +286,10 @@ class _Connection(asyncio.Protocol):
                 ):
                     if end > n:
                         break  # wait for the rest of this frame (at most max_size)
+                    # A whole text frame here was the run's; what is left is binary.
                     budget -= 1
-                    start = pos + head + 4
-                    payload = unmask_frame(data, start, end)
-                    session.receive(self.peer, payload, now_us, binary=b0 == 0x82)
+                    payload = unmask_frame(data, pos + head + 4, end)
+                    receive(self.peer, payload, now_us, binary=True)
                     pos = end
                     continue
                 # Anything else: websockets gets the frame as it is, as far as it came.
