@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import itertools
 import sys
+import threading
+import time
 import tracemalloc
 from collections.abc import Callable
 
@@ -166,3 +168,59 @@ def test_in_process_viz_ring_reaches_every_phone_newest_per_stream() -> None:
                 await client.discard()
 
     run(scenario())
+
+
+def test_merged_block_drain_allocates_nothing_over_10000_calls() -> None:
+    """bind_blocks over three rings: one call, one event out of each ring in turn."""
+    per_try = CALLS + 1
+    rings = [net_buffer(3 * per_try + 16, 3 * per_try + 16) for _ in range(3)]
+    for p, _ in rings:
+        for i in range(per_try):
+            assert p.try_send_param("gain", float(i))
+    out = np.zeros(1, EVENT_DTYPE)
+    drain = bbx_net.bind_blocks([c for _, c in rings], out, 48_000, 256).drain
+    start = 10**12
+    assert allocations(lambda: drain(start)) == (0, 0)
+    left = sum(c.pending + len(c) for _, c in rings)
+    assert 0 < 3 * per_try - left and (3 * per_try - left) % per_try == 0
+
+
+def test_merged_block_drain_releases_the_gil() -> None:
+    """A Python thread counts while the main thread is inside one long merged drain.
+
+    Were the GIL held for the drain, the counter could not move between the readings
+    taken just before and just after the call (the main thread holds the GIL at both).
+    """
+    per_ring = 200_000
+    rings = [net_buffer(per_ring, per_ring) for _ in range(3)]
+    for p, _ in rings:
+        for i in range(per_ring):
+            p.try_send_param("gain", float(i), timestamp_us=10**12 + i, scheduled=True)
+    out = np.zeros(3 * per_ring, EVENT_DTYPE)
+    drain = bbx_net.bind_blocks([c for _, c in rings], out, 1_000_000, 10**6).drain
+    count = [0]
+    stop = threading.Event()
+    running = threading.Event()
+
+    def counter() -> None:
+        running.set()
+        while not stop.is_set():
+            count[0] += 1
+
+    thread = threading.Thread(target=counter)
+    thread.start()
+    try:
+        assert running.wait(10)
+        before = count[0]
+        t0 = time.perf_counter()
+        n = drain(10**12)
+        elapsed = time.perf_counter() - t0
+        after = count[0]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert n == 3 * per_ring
+    offsets = out["sample_offset"]
+    assert bool(np.all(offsets[1:] >= offsets[:-1]))
+    print(f"drain took {elapsed * 1000:.1f} ms; the counter moved {after - before} times")
+    assert after - before > 1000

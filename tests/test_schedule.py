@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import numpy as np
 import pytest
 
-from bbx_net import EVENT_DTYPE, MESSAGE_DTYPE, net_buffer, to_sample_offset
+from bbx_net import EVENT_DTYPE, MESSAGE_DTYPE, bind_blocks, net_buffer, to_sample_offset
 
 RATE = 48_000
 BLOCK = 480  # 10 ms
@@ -172,3 +175,147 @@ def test_random_schedule_matches_a_sorted_reference(rng: object) -> None:
     last_start = 299 * block_us
     assert delivered == {i for at, i in sent if at < last_start + block_us}
     assert len(got) == len(delivered)
+
+
+# ---- several rings drained together (bind_blocks / bbx_rings_drain_block) -----------
+
+
+def _twin_rings(
+    rng: random.Random, n_rings: int, per_ring: int, span_us: int
+) -> tuple[list[Any], list[Any]]:
+    """Two identical sets of rings holding the same random events (tagged ring, index)."""
+    sets: list[list[Any]] = [[], []]
+    plans = []
+    for _ in range(n_rings):
+        plan = []
+        for k in range(per_ring):
+            if rng.random() < 0.3:
+                plan.append((k, 0, False))  # unscheduled: offset 0
+            else:
+                plan.append((k, rng.randint(0, span_us), True))
+        plans.append(plan)
+    for rings in sets:
+        for r, plan in enumerate(plans):
+            p, c = net_buffer(per_ring + 1, schedule_capacity=per_ring + 1)
+            for k, at, scheduled in plan:
+                assert p.try_send_param(
+                    "f", float(k), node_id_hi=r, node_id_lo=k, timestamp_us=at, scheduled=scheduled
+                )
+            rings.append((p, c))
+    return sets[0], sets[1]
+
+
+def _merge_model(runs: list[list[tuple[int, int, int]]]) -> list[tuple[int, int, int]]:
+    """The merge as specified: the least offset first; among equal offsets the rings
+    take turns, starting after the ring that emitted last (ring 0 to begin with)."""
+    runs = [list(r) for r in runs]
+    merged = []
+    last = len(runs) - 1
+    while any(runs):
+        order = [(last + step) % len(runs) for step in range(1, len(runs) + 1)]
+        best = min((i for i in order if runs[i]), key=lambda i: runs[i][0][0])
+        merged.append(runs[best].pop(0))
+        last = best
+    return merged
+
+
+def _tags(out: np.ndarray, n: int) -> list[tuple[int, int, int]]:
+    return [(int(e["sample_offset"]), int(e["node_id_hi"]), int(e["node_id_lo"])) for e in out[:n]]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merged_drain_is_each_rings_drain_merged_by_offset(seed: int) -> None:
+    """Block after block, the merged drain gives what draining each ring alone gives,
+    merged by sample offset, the rings taking turns among equal offsets."""
+    rng = random.Random(seed)
+    n_rings = rng.randint(1, 4)
+    block_us = BLOCK * 1_000_000 // RATE
+    merged_rings, single_rings = _twin_rings(rng, n_rings, rng.randint(0, 40), 6 * block_us)
+    out = events(256)
+    merged = bind_blocks([c for _, c in merged_rings], out, RATE, BLOCK)
+    for block in range(8):
+        start = block * block_us
+        runs = []
+        for _, c in single_rings:
+            alone = events(256)
+            runs.append(_tags(alone, c.drain_block(alone, start, RATE, BLOCK)))
+        expected = _merge_model(runs)
+        assert sorted(expected) == sorted(t for run in runs for t in run)
+        n = merged.drain(start)
+        assert _tags(out, n) == expected, block
+    assert all(c.pending == 0 and c.is_empty() for _, c in merged_rings)
+
+
+def test_merged_drain_shares_a_small_array_and_loses_nothing() -> None:
+    """A busy ring cannot starve the others: at equal offsets the rings take turns;
+    calling again for the same block gives the rest."""
+    p0, c0 = net_buffer(128)
+    p1, c1 = net_buffer(128)
+    for k in range(100):
+        assert p0.try_send_param("busy", float(k), node_id_lo=k)
+    for k in range(5):
+        assert p1.try_send_param("quiet", float(k), node_id_lo=100 + k)
+    out = events(8)
+    merged = bind_blocks([c0, c1], out, RATE, BLOCK)
+    n = merged.drain(0)
+    assert n == 8
+    assert [int(i) for i in out["node_id_lo"][:n]] == [0, 100, 1, 101, 2, 102, 3, 103]
+    seen = [int(i) for i in out["node_id_lo"][:n]]
+    for _ in range(100):
+        n = merged.drain(0)
+        seen += [int(i) for i in out["node_id_lo"][:n]]
+        if n < len(out):
+            break
+    assert sorted(seen) == list(range(105))
+    assert len(seen) == 105
+
+
+def test_merged_drain_checks_what_it_is_bound_to() -> None:
+    _, c = net_buffer(4)
+    with pytest.raises(TypeError):
+        bind_blocks([], events(4), RATE, BLOCK)
+    with pytest.raises(TypeError):
+        bind_blocks([c, "ring"], events(4), RATE, BLOCK)
+    with pytest.raises(TypeError):
+        bind_blocks([c], np.zeros(4, MESSAGE_DTYPE), RATE, BLOCK)
+    with pytest.raises(TypeError):
+        bind_blocks([c], events(0), RATE, BLOCK)
+    with pytest.raises(ValueError):
+        bind_blocks([c], events(4), 0, BLOCK)
+    merged = bind_blocks((c,), events(4), RATE, BLOCK)
+    assert merged.consumers == (c,) and len(merged.out) == 4
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_merged_drain_of_one_ring_is_drain_block_even_when_the_schedule_fills(
+    seed: int,
+) -> None:
+    """One ring, a schedule smaller than what arrives and a small `out`: the merged
+    drain gives exactly drain_block's events and counts the same stalls."""
+    rng = random.Random(seed)
+    block_us = BLOCK * 1_000_000 // RATE
+    schedule = rng.randint(1, 6)
+    twins = [net_buffer(64, schedule_capacity=schedule) for _ in range(2)]
+    size = rng.randint(1, 5)
+    outs = [events(size), events(size)]
+    merged = bind_blocks([twins[0][1]], outs[0], RATE, BLOCK)
+    for block in range(40):
+        start = block * block_us
+        for k in range(rng.randint(0, 5)):
+            at = max(0, start + rng.randint(-block_us, 4 * block_us))
+            scheduled = rng.random() < 0.9
+            sent = [
+                p.try_send_param(
+                    "f", float(k), node_id_lo=block * 10 + k, timestamp_us=at, scheduled=scheduled
+                )
+                for p, _ in twins
+            ]
+            assert sent[0] == sent[1]
+        for _ in range(20):
+            a = merged.drain(start)
+            b = twins[1][1].drain_block(outs[1], start, RATE, BLOCK)
+            assert _tags(outs[0], a) == _tags(outs[1], b), (block, a, b)
+            if a < size:
+                break
+    assert twins[0][1].schedule_full == twins[1][1].schedule_full > 0  # it did fill
+    assert twins[0][1].pending == twins[1][1].pending

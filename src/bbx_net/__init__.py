@@ -19,12 +19,14 @@ from ._ring import (
     RING_CAPSULE_NAME,
     BlockDrain,
     BoundVizWriter,
+    MergedBlockDrain,
     Message,
     NetBufferConsumer,
     NetBufferProducer,
     SharedSegment,
     VizReader,
     VizWriter,
+    bind_blocks,
     net_buffer,
     ring_address,
     viz_buffer,
@@ -53,6 +55,7 @@ __all__ = [
     "BbxNetError",
     "BlockDrain",
     "BoundVizWriter",
+    "MergedBlockDrain",
     "SharedSegment",
     "VizReader",
     "VizWriter",
@@ -68,23 +71,29 @@ __all__ = [
     "PayloadKind",
     "ProducerThreadError",
     "__version__",
+    "bind_blocks",
     "get_include",
     "hash_param_name",
     "net_buffer",
     "ntp_offset",
     "ring_address",
     "round_trip_delay",
+    "serve_pool",
     "serve_process",
     "to_sample_offset",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # bbx_net.serve_process without importing the server (websockets) on `import bbx_net`.
+    # serve_process / serve_pool without importing the server (websockets) on `import bbx_net`.
     if name == "serve_process":
         from .websocket.process import serve_process
 
         return serve_process
+    if name == "serve_pool":
+        from .websocket.pool import serve_pool
+
+        return serve_pool
     raise AttributeError(f"module 'bbx_net' has no attribute {name!r}")
 
 

@@ -71,6 +71,9 @@ cdef extern from "bbx_net/bbx_net.h" nogil:
     size_t bbx_ring_drain_block(bbx_ring *r, bbx_event *out, size_t max_out,
                                 uint64_t block_start_us, uint32_t sample_rate,
                                 uint32_t block_size)
+    size_t bbx_rings_drain_block(bbx_ring *const *rings, size_t n_rings, bbx_event *out,
+                                 size_t max_out, uint64_t block_start_us,
+                                 uint32_t sample_rate, uint32_t block_size)
 
     bbx_ring *bbx_ring_attach(void *mem, size_t mem_size)
 

@@ -1,5 +1,6 @@
 """Type stubs for the compiled ring module (see _ring.pyx for the docs)."""
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 import numpy as np
@@ -130,6 +131,20 @@ class BlockDrain:
     def drain(self, block_start_us: int, frames: int = 0) -> int: ...
     @property
     def out(self) -> npt.NDArray[Any]: ...
+
+def bind_blocks(
+    consumers: Iterable[NetBufferConsumer],
+    out: npt.NDArray[Any],
+    sample_rate: int,
+    block_size: int,
+) -> MergedBlockDrain: ...
+
+class MergedBlockDrain:
+    def drain(self, block_start_us: int, frames: int = 0) -> int: ...
+    @property
+    def out(self) -> npt.NDArray[Any]: ...
+    @property
+    def consumers(self) -> tuple[NetBufferConsumer, ...]: ...
 
 def viz_buffer(capacity: int = 64, frame_floats: int = 256) -> tuple[VizWriter, VizReader]: ...
 

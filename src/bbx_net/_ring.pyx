@@ -38,6 +38,7 @@ from bbx_net._capi cimport (
     bbx_ring,
     bbx_ring_drain,
     bbx_ring_drain_block,
+    bbx_rings_drain_block,
     bbx_ring_dropped,
     bbx_ring_footprint,
     bbx_ring_init,
@@ -77,6 +78,8 @@ from bbx_net.errors import ProducerThreadError
 __all__ = [
     "ABI_VERSION",
     "BlockDrain",
+    "MergedBlockDrain",
+    "bind_blocks",
     "BoundVizWriter",
     "SharedSegment",
     "VizReader",
@@ -685,6 +688,106 @@ cdef class BlockDrain:
     def out(self):
         """The bound array."""
         return self._out
+
+
+def bind_blocks(consumers, out, uint32_t sample_rate, uint32_t block_size):
+    """A `MergedBlockDrain`: one drain over several rings, bound to `out`.
+
+    For a host fed by several server processes (`bbx_net.serve_pool`): each call
+    writes the events due in the block from every ring, merged by sample offset, and
+    allocates nothing.
+
+    Raises:
+        TypeError: a consumer is not a NetBufferConsumer, there are none, or `out` is
+            not a writable C-contiguous 1-D EVENT_DTYPE array with at least one entry.
+        ValueError: sample_rate or block_size is 0.
+    """
+    return MergedBlockDrain(consumers, out, sample_rate, block_size)
+
+
+cdef class MergedBlockDrain:
+    """`bind_block` over several rings (C: `bbx_rings_drain_block`): zero allocations.
+
+    Each `drain(block_start_us)` writes the events due in that block from every ring
+    to `out[:n]`, ordered by sample offset, and returns n. Among equal offsets the
+    rings take turns (each in its own order), so one busy ring cannot starve the
+    others when `out` is small. The drain runs with the GIL released and allocates nothing
+    (the ring pointers are gathered at binding). A return equal to len(out) means
+    more may be due: call again for the same block.
+
+    Use no other drain on these rings meanwhile: as with `drain_block`, each ring
+    holds later events in its own schedule.
+    """
+
+    cdef tuple _consumers
+    cdef bbx_ring **_rings
+    cdef size_t _n
+    cdef object _out
+    cdef bbx_event[::1] _view
+    cdef uint32_t _rate
+    cdef uint32_t _block
+
+    def __cinit__(self):
+        self._rings = NULL
+
+    def __init__(self, consumers, out, uint32_t sample_rate, uint32_t block_size):
+        if sample_rate == 0 or block_size == 0:
+            raise ValueError(
+                f"sample_rate and block_size must be positive, got {sample_rate}, {block_size}"
+            )
+        consumers = tuple(consumers)
+        if not consumers:
+            raise TypeError("bind_blocks needs at least one NetBufferConsumer")
+        for c in consumers:
+            if not isinstance(c, NetBufferConsumer):
+                raise TypeError(f"bind_blocks needs NetBufferConsumers, got {_describe(c)}")
+        try:
+            self._view = out
+        except (ValueError, TypeError, BufferError) as exc:
+            raise TypeError(
+                "bind_blocks needs a writable C-contiguous 1-D array of EVENT_DTYPE, "
+                f"got {_describe(out)}"
+            ) from exc
+        if self._view.shape[0] < 1:
+            raise TypeError("bind_blocks needs an array with at least one entry")
+        self._rings = <bbx_ring **>malloc(len(consumers) * sizeof(bbx_ring *))
+        if self._rings == NULL:
+            raise MemoryError()
+        cdef NetBufferConsumer consumer
+        for i, c in enumerate(consumers):
+            consumer = c
+            self._rings[i] = consumer._ring
+        self._n = len(consumers)
+        self._consumers = consumers
+        self._out = out
+        self._rate = sample_rate
+        self._block = block_size
+
+    def __dealloc__(self):
+        free(self._rings)
+        self._rings = NULL
+
+    def drain(self, uint64_t block_start_us, uint32_t frames=0):
+        """Writes the events due in the block starting at `block_start_us` (server-clock
+        µs) from every ring to out[:n] and returns n; `frames` overrides the bound
+        block size (0 keeps it)."""
+        cdef size_t n
+        cdef uint32_t size = frames if frames else self._block
+        with nogil:
+            n = bbx_rings_drain_block(<bbx_ring *const *>self._rings, self._n, &self._view[0],
+                                      <size_t>self._view.shape[0], block_start_us,
+                                      self._rate, size)
+        return n
+
+    @property
+    def out(self):
+        """The bound array."""
+        return self._out
+
+    @property
+    def consumers(self):
+        """The rings drained, in their tie-breaking order."""
+        return self._consumers
 
 
 # ---- the way back: visualization frames ---------------------------------------------

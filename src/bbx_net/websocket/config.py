@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,10 @@ class WsServerConfig:
         join_burst: failed joins one address may make in a burst.
         join_per_hour: failed joins one address regains per hour.
         backlog: listen backlog (a join storm of hundreds of phones).
+        reuse_port: bind with SO_REUSEPORT (Linux, BSD), so that several server
+            processes share one port and the kernel spreads new connections over them
+            (`bbx_net.serve_pool` sets it). Each process has its own rooms: see
+            serve_pool for what that means.
         serve_static: serve the phone page and the JS client over HTTP on the same port.
         static_dir: also serve the host's own pages from this folder, at their paths
             below it (read once at start; at most 2,000 files of 16 MiB in all). Its
@@ -212,6 +217,7 @@ class WsServerConfig:
     join_burst: int = 10
     join_per_hour: float = 60.0
     backlog: int = 2048
+    reuse_port: bool = False
     serve_static: bool = True
     static_dir: str | Path | None = None
     join_timeout: float = 15.0
@@ -269,6 +275,8 @@ class WsServerConfig:
                 raise ValueError(f"the label of {name!r} must be a str of 1..128 characters")
         if self.static_dir is not None and not Path(self.static_dir).is_dir():
             raise ValueError(f"static_dir {str(self.static_dir)!r} is not a folder")
+        if self.reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError("reuse_port: this platform has no SO_REUSEPORT")
         per = self.max_scheduled_per_client
         if per is not None and per < 1:
             raise ValueError(f"max_scheduled_per_client must be at least 1 or None, got {per}")

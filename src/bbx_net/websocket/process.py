@@ -61,6 +61,7 @@ def serve_process(
     keyfile: str | os.PathLike[str] | None = None,
     keep_name: bool = False,
     start_timeout: float = 30.0,
+    clock_origin_ns: int | None = None,
 ) -> ServerProcess:
     """Starts the server in a child process; returns once it listens.
 
@@ -76,6 +77,10 @@ def serve_process(
             processes can `bbx_shm_attach` it (a kill -9 of both processes then leaves
             the name behind). By default the name goes as soon as the server mapped it.
         start_timeout: seconds to wait for the server to listen.
+        clock_origin_ns: the server clock's origin (a `bbx_monotonic_ns` reading, as
+            `SharedSegment.clock_origin_ns` gives it); None starts a new clock.
+            Servers given one origin keep one clock: phones of any of them schedule
+            on the same timeline (serve_pool does this).
 
     Raises:
         ValueError: config carries an ssl_context or does not pickle; a capacity is out
@@ -112,6 +117,7 @@ def serve_process(
             schedule_capacity,
             viz_capacity,
             viz_floats,
+            clock_origin_ns,
         )
     except BaseException:
         ours.close()

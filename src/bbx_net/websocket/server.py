@@ -689,6 +689,7 @@ class WsServer:
             port,
             ssl=self.config.ssl_context,
             backlog=self.config.backlog,
+            reuse_port=self.config.reuse_port or None,
             ssl_handshake_timeout=self.config.handshake_timeout
             if self.config.ssl_context is not None
             else None,

@@ -823,6 +823,109 @@ static inline size_t bbx_ring_drain_block(bbx_ring *r, bbx_event *out, size_t ma
     return n_out;
 }
 
+/* Consumer (bbx_rings_drain_block): moves what arrived in r into its schedule, while
+ * the schedule has room.  Returns 1 when messages had to stay in the ring. */
+static inline int bbx__ring_absorb(bbx_ring *r) {
+    size_t n_pending = bbx__load(&r->pending_count, relaxed);
+    size_t room = r->pending_capacity - n_pending;
+    /* relaxed: only this thread stores `read`. */
+    size_t rd = bbx__load(&r->read, relaxed);
+    size_t avail = bbx__ring_readable(r, rd, room == 0 ? 1 : room);
+    size_t take = avail < room ? avail : room;
+    for (size_t k = 0; k < take; k++) {
+        bbx__heap_push(r, n_pending++, &bbx__slots(r)[rd]);
+        rd = rd + 1 == r->n_slots ? 0 : rd + 1;
+    }
+    if (take > 0) {
+        /* release: hands the copied slots back to the producer's acquire load of `read`
+         * in bbx_ring_try_push. */
+        bbx__store(&r->read, rd, release);
+        /* relaxed: only this thread writes it; others read it as a statistic. */
+        bbx__store(&r->pending_count, n_pending, relaxed);
+    }
+    return avail > take;
+}
+
+/* Consumer: the events due in one block from several rings (one per server process,
+ * say), merged into out by sample offset; among equal offsets the rings take turns
+ * (round robin, each ring in its own order), so one busy ring cannot starve the
+ * others when out is small.  The same rules as bbx_ring_drain_block otherwise: later
+ * events wait in each ring's schedule, and a return equal to max_out means more may
+ * be due (call again for the same block).  Cost: O(n_rings) per event emitted, plus
+ * the schedules' heap steps.
+ * Audio-thread safe: no allocation, no lock, no system call. */
+static inline size_t bbx_rings_drain_block(bbx_ring *const *rings, size_t n_rings,
+                                           bbx_event *out, size_t max_out,
+                                           uint64_t block_start_us, uint32_t sample_rate,
+                                           uint32_t block_size) {
+    size_t n_out = 0;
+    if (n_rings == 0) {
+        return 0;
+    }
+    size_t last = n_rings - 1; /* the ring that emitted last: ties go to the next one */
+    int emitted = 0;           /* since the rings last took in what arrived */
+    for (size_t i = 0; i < n_rings; i++) {
+        bbx__ring_absorb(rings[i]);
+    }
+    while (n_out < max_out) {
+        size_t best = n_rings;
+        int64_t best_off = 0;
+        for (size_t step = 1; step <= n_rings; step++) {
+            size_t i = (last + step) % n_rings;
+            bbx_ring *r = rings[i];
+            if (bbx__load(&r->pending_count, relaxed) == 0) {
+                continue;
+            }
+            const bbx_pending *top = &bbx__schedule(r)[0];
+            int64_t off = top->key == 0 ? 0
+                                        : bbx_to_sample_offset(top->key, block_start_us,
+                                                               sample_rate, block_size);
+            if (off >= 0 && (best == n_rings || off < best_off)) {
+                best = i;
+                best_off = off;
+            }
+        }
+        if (best == n_rings) {
+            /* Nothing more is due.  Emitting made room in a schedule that was full:
+             * take in what waited and look again (once per round of emissions, so a
+             * busy producer cannot keep us here). */
+            if (!emitted) {
+                break;
+            }
+            emitted = 0;
+            for (size_t i = 0; i < n_rings; i++) {
+                bbx_ring *r = rings[i];
+                if (bbx__load(&r->pending_count, relaxed) < r->pending_capacity) {
+                    bbx__ring_absorb(r);
+                }
+            }
+            continue;
+        }
+        bbx_ring *r = rings[best];
+        size_t n_pending = bbx__load(&r->pending_count, relaxed);
+        out[n_out].message = bbx__schedule(r)[0].message;
+        out[n_out].sample_offset = (uint32_t)best_off;
+        out[n_out].reserved = 0;
+        n_out++;
+        bbx__heap_pop(r, n_pending);
+        bbx__store(&r->pending_count, n_pending - 1, relaxed);
+        last = best;
+        emitted = 1;
+    }
+    if (n_out < max_out) {
+        for (size_t i = 0; i < n_rings; i++) {
+            bbx_ring *r = rings[i];
+            /* Full of later events while messages still wait in the ring. */
+            if (bbx__load(&r->pending_count, relaxed) == r->pending_capacity &&
+                bbx__ring_readable(r, bbx__load(&r->read, relaxed), 1) > 0) {
+                bbx__store(&r->schedule_full,
+                           bbx__load(&r->schedule_full, relaxed) + 1, relaxed);
+            }
+        }
+    }
+    return n_out;
+}
+
 /* ---- the clock ---- */
 
 typedef struct bbx_clock {
