@@ -50,8 +50,15 @@ def pct(values: list[float], q: float) -> float:
 
 
 class ServerProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, rooms: list[str]) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        port: int,
+        rooms: list[str],
+        pids: list[int] | None = None,
+    ) -> None:
         self.proc, self.port, self.rooms = proc, port, rooms
+        self.pids = [proc.pid] + (pids or [])  # whose CPU counts (a pool's servers too)
 
     async def ask(self, line: str, timeout: float = 120) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -62,8 +69,15 @@ class ServerProcess:
         return result
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return sum(self.cpu_of()) / TICKS
+
+    def cpu_of(self) -> list[int]:
+        """CPU ticks so far of each process in `pids`."""
+        ticks = []
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks.append(int(fields[11]) + int(fields[12]))
+        return ticks
 
 
 #: --before: an older checkout (its bench/ and a Python with its package installed),
@@ -72,8 +86,12 @@ BEFORE: dict[str, Path] = {}
 
 
 @contextlib.asynccontextmanager
-async def server(impl: str, rooms: int) -> AsyncIterator[ServerProcess]:
-    cmd = [sys.executable, str(HERE / "server_proc.py"), impl, str(rooms)]
+async def server(
+    impl: str, rooms: int, args: tuple[str, ...] = (), cores: set[int] | None = None
+) -> AsyncIterator[ServerProcess]:
+    """The server under test in its own process, on `cores` (default: core 0)."""
+    cores = {0} if cores is None else cores
+    cmd = [sys.executable, str(HERE / "server_proc.py"), impl, str(rooms), *args]
     if impl == "before":
         cmd = [
             str(BEFORE["python"]),
@@ -87,12 +105,12 @@ async def server(impl: str, rooms: int) -> AsyncIterator[ServerProcess]:
         *cmd,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),
         limit=2**24,
     )
     assert proc.stdout is not None
     first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
-    sp = ServerProcess(proc, first["port"], first["rooms"])
+    sp = ServerProcess(proc, first["port"], first["rooms"], first.get("pids"))
     try:
         yield sp
     finally:

@@ -1,7 +1,9 @@
 """One server under test, in its own process, steered through stdin (bench_server.py).
 
 Usage: python bench/server_proc.py ours|baseline|picows ROOMS
-Prints one JSON line {"port", "rooms"} once listening, then answers stdin lines:
+       python bench/server_proc.py pool ROOMS PROCESSES   (bbx_net.serve_pool)
+Prints one JSON line {"port", "rooms", "pids"} once listening (pids: the server
+processes whose CPU counts, when they are not this one), then answers stdin lines:
   stats                     -> {"accepted", "rss_kib", "clients"}
   viz HZ SECONDS            -> 64-float visualization broadcasts; data[0] = send time
   param HZ SECONDS          -> BroadcastParam("probe", send time)
@@ -110,6 +112,76 @@ async def run_ours(n_rooms: int) -> None:
     await control(loop, broadcast, stats)
     stop.set()
     await server.stop()
+
+
+def _bench_config(**kw: Any) -> Any:
+    from bbx_net.websocket import RoomConfig, WsServerConfig
+
+    return WsServerConfig(
+        bind_addr=("127.0.0.1", 0),
+        max_rooms=5000,
+        room=RoomConfig(max_clients=1000),
+        join_burst=1_000_000,
+        join_per_hour=1e9,
+        max_unjoined_per_address=100_000,  # one load-generator address: see run_ours
+        **kw,
+    )
+
+
+async def run_pool(n_rooms: int, processes: int) -> None:
+    """bbx_net.serve_pool: `processes` server processes on one port, their rings
+    drained together by an audio-like thread here (bind_block over all of them)."""
+    from bbx_net import EVENT_DTYPE, serve_pool
+    from bbx_net.websocket import ServerCommand
+
+    pool = serve_pool(_bench_config(), processes, 65536)
+    codes = [pool.create_room_threadsafe() for _ in range(n_rooms)]
+    stop = threading.Event()
+    drained = [0]
+
+    def audio() -> None:
+        out = np.zeros(4096, EVENT_DTYPE)
+        drain = pool.bind_block(out, 48_000, 256)
+        clock = pool.clock
+        while not stop.is_set():
+            time.sleep(0.002)
+            while (n := drain.drain(clock.now_us())) == len(out):
+                drained[0] += n
+            drained[0] += n
+
+    threading.Thread(target=audio, daemon=True).start()
+    loop = asyncio.get_running_loop()
+
+    def broadcast(kind: str, hz: float, seconds: float) -> None:
+        def send(now: float) -> None:
+            if kind == "viz":
+                pool.send_threadsafe(ServerCommand.BroadcastVisualization([now] + [0.5] * 63))
+            else:
+                pool.send_threadsafe(ServerCommand.BroadcastParam("probe", now))
+
+        paced(hz, seconds, send)
+
+    def stats() -> dict[str, Any]:
+        per = pool.stats()
+        return {
+            "accepted": sum(st.accepted for st in per),
+            "rss_kib": sum(_rss_of(s.pid) for s in pool.servers),
+            "clients": sum(st.clients for st in per),
+            "per_process_clients": [st.clients for st in per],
+            "drained": drained[0],
+        }
+
+    say({"port": pool.port, "rooms": codes, "pids": [s.pid for s in pool.servers]})
+    await control(loop, broadcast, lambda: stats())
+    stop.set()
+    await asyncio.to_thread(pool.shutdown)
+
+
+def _rss_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 async def run_baseline(n_rooms: int) -> None:
@@ -302,6 +374,9 @@ async def _call(fn: Any) -> Any:
 
 def main() -> None:
     impl, n_rooms = sys.argv[1], int(sys.argv[2])
+    if impl == "pool":
+        asyncio.run(run_pool(n_rooms, int(sys.argv[3])))  # the servers pick their loop
+        return
     runners = {"ours": run_ours, "baseline": run_baseline, "picows": run_picows}
     coro = runners[impl](n_rooms)
     try:

@@ -344,3 +344,32 @@ def test_shared_segment_checks_what_it_maps() -> None:
     # The mapping outlives the name: both ends still work.
     p, c = segment.producer(), other.consumer()
     assert p.try_send_param("gain", 0.5) and c.try_pop().value == 0.5  # type: ignore[union-attr]
+
+
+def test_events_cross_only_while_the_host_listens() -> None:
+    """The server listens to its session only while the host has listeners (events
+    cost on every message): none before, each while, none after."""
+    with serve_process(config(), 256) as server:
+        code = server.commands.create_room_threadsafe(timeout=STEP)
+        events: list[Any] = []
+
+        async def scenario() -> None:
+            client = await phone(server.port, code)
+            await client.send(type="param", param="gain", value=0.1)
+            assert wait_for(lambda: server.stats().accepted == 1)
+            server.add_listener(events.append)
+            server.stats()  # a round trip behind the listen frame: it has been applied
+            await client.send(type="param", param="gain", value=0.2)
+            assert wait_for(lambda: len(events) == 1)
+            server.remove_listener(events.append)
+            server.stats()
+            await client.send(type="param", param="gain", value=0.3)
+            assert wait_for(lambda: server.stats().accepted == 3)
+            server.add_listener(events.append)
+            server.stats()
+            await client.send(type="param", param="gain", value=0.4)
+            assert wait_for(lambda: len(events) == 2)
+            await client.discard()
+
+        run(scenario())
+        assert [e.value for e in events] == pytest.approx([0.2, 0.4])

@@ -68,7 +68,7 @@ class _Link(asyncio.Protocol):
             if frame[0] == "call":
                 self._call(*frame[1:])
             elif frame[0] == "listen":
-                self.forward_events = bool(frame[1])
+                self._forward(bool(frame[1]))
             else:  # commands keep their order through one task
                 self.queue.put_nowait(frame)
 
@@ -85,6 +85,15 @@ class _Link(asyncio.Protocol):
     def send(self, *message: Any) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(pack(*message))
+
+    def _forward(self, on: bool) -> None:
+        """Listens to the server only while the host has listeners: with none, the
+        session makes no event objects at all (they cost on every message)."""
+        if on and not self.forward_events:
+            self.server.add_listener(self.on_event)
+        elif not on and self.forward_events:
+            self.server.remove_listener(self.on_event)
+        self.forward_events = on
 
     def on_event(self, event: ParamEvent | TriggerEvent) -> None:
         if not self.forward_events or self.transport is None:
@@ -138,7 +147,6 @@ async def _serve(sock: socket.socket, segment: SharedSegment, options: dict[str,
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
     _, link = await loop.connect_accepted_socket(lambda: _Link(server), sock=sock)
-    server.add_listener(link.on_event)
     # SIGTERM stops cleanly; Ctrl-C in the host's terminal is the host's to handle
     # (the host then shuts this process down, or its exit ends the socketpair).
     loop.add_signal_handler(signal.SIGTERM, lambda: server.commands.try_send(Shutdown()))
