@@ -19,6 +19,8 @@ Measured per setup:
       and the round trip p99 of a probe phone pinging every 20 ms meanwhile;
   and how the kernel spread the phones over the processes.
 
+Each setup runs --repeat times (alternating with the other); the table gives medians.
+
 Run: python bench/bench_cores.py [--quick]   (Linux)
 """
 
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -90,6 +93,15 @@ async def measure(processes: int, n: int, seconds: float, flood_n: int) -> dict[
     return out
 
 
+def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each measure's median over the runs (lists: the last run's)."""
+    out: dict[str, Any] = {}
+    for key in results[0]:
+        values = [r[key] for r in results if key in r]
+        out[key] = values[-1] if isinstance(values[0], list) else statistics.median(values)
+    return out
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     setups = list(results)
     keys: list[str] = []
@@ -117,28 +129,37 @@ async def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--phones", type=int, nargs="+", help="N for the 60 Hz load")
     parser.add_argument("--seconds", type=float, help="length of each load window")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per setup, alternating; medians reported"
+    )
     args = parser.parse_args()
     if os.cpu_count() is None or len(os.sched_getaffinity(0)) < 2:
         sys.exit("bench_cores needs 2 cores")
     sizes = args.phones or ([500] if args.quick else [1000, 1400])
     seconds = args.seconds or (2.0 if args.quick else 4.0)
     by_size: dict[int, dict[str, dict[str, Any]]] = {}
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {}
     for n in sizes:
-        by_size[n] = {}
-        for processes in (1, 2):
-            name = f"{processes} process" + ("es" if processes > 1 else "")
-            print(f"measuring {name}, {n} phones at 60 Hz...", file=sys.stderr)
-            start = time.monotonic()
-            try:
-                by_size[n][name] = await measure(processes, n, seconds, flood_n=100)
-            except Exception as exc:
-                print(f"{name}: failed ({exc!r})", file=sys.stderr)
-                by_size[n][name] = {}
-            print(f"  {time.monotonic() - start:.0f} s", file=sys.stderr)
-            if args.json:
-                args.json.write_text(json.dumps(by_size, indent=1))
+        runs[n] = {}
+        for attempt in range(args.repeat):
+            for processes in (1, 2):
+                name = f"{processes} process" + ("es" if processes > 1 else "")
+                print(f"{name}, {n} phones at 60 Hz, run {attempt + 1}...", file=sys.stderr)
+                start = time.monotonic()
+                try:
+                    result = await measure(processes, n, seconds, flood_n=100)
+                except Exception as exc:
+                    print(f"{name}: failed ({exc!r})", file=sys.stderr)
+                    continue
+                runs[n].setdefault(name, []).append(result)
+                print(f"  {time.monotonic() - start:.0f} s", file=sys.stderr)
+                if args.json:
+                    args.json.write_text(json.dumps(runs, indent=1))
+        by_size[n] = {name: median_of(results) for name, results in runs[n].items()}
     for n, results in by_size.items():
-        print(f"\n### {n} phones at 60 Hz; max ingest with 100 of them\n")
+        print(
+            f"\n### {n} phones at 60 Hz; max ingest with 100 of them (medians of {args.repeat})\n"
+        )
         print(table(results))
 
 

@@ -1,8 +1,9 @@
 /* The consumer path under a heap-allocation counter (valgrind).
  *
  * Usage: alloc_probe ITERATIONS
- * Construction allocates once; every iteration then pushes, pops, drains, drains a
- * block (with scheduled events held across blocks) and ticks the clock.  The test runs
+ * Construction allocates twice; every iteration then pushes, pops, drains, drains a
+ * block (with scheduled events held across blocks), drains a block from two rings at
+ * once (bbx_rings_drain_block) and ticks the clock.  The test runs
  * it with 1 and with many iterations: equal allocation counts prove the loop allocates
  * nothing.  Built with -DBBX_PROBE_ALLOCATE it allocates in the loop on purpose, which
  * the test uses to show the check would catch it. */
@@ -16,9 +17,12 @@ int main(int argc, char **argv) {
     size_t size = bbx_ring_footprint(capacity, schedule);
     void *mem = malloc(size);
     bbx_ring *ring = bbx_ring_init(mem, size, capacity, schedule);
-    if (ring == NULL) {
+    void *mem2 = malloc(size);
+    bbx_ring *second = bbx_ring_init(mem2, size, capacity, schedule);
+    if (ring == NULL || second == NULL) {
         return 2;
     }
+    bbx_ring *rings[2] = {ring, second};
     bbx_clock clock;
     bbx_clock_init(&clock);
     bbx_block_clock blocks;
@@ -39,11 +43,17 @@ int main(int argc, char **argv) {
             m.flags = (k % 3 == 0) ? BBX_FLAG_SCHEDULED : 0;
             m.timestamp_us = block_start + (uint64_t)(k * 700);
             bbx_ring_try_push(ring, &m);
+            m.timestamp_us += 350;
+            bbx_ring_try_push(second, &m);
         }
         bbx_message one;
         checksum += (uint64_t)bbx_ring_pop(ring, &one);
         checksum += bbx_ring_drain(ring, out, 8);
         size_t n = bbx_ring_drain_block(ring, events, 32, block_start, 48000, 256);
+        for (size_t e = 0; e < n; e++) {
+            checksum += events[e].sample_offset;
+        }
+        n = bbx_rings_drain_block(rings, 2, events, 32, block_start, 48000, 256);
         for (size_t e = 0; e < n; e++) {
             checksum += events[e].sample_offset;
         }
@@ -59,5 +69,6 @@ int main(int argc, char **argv) {
     printf("checksum %llu dropped %llu\n", (unsigned long long)checksum,
            (unsigned long long)bbx_ring_dropped(ring));
     free(mem);
+    free(mem2);
     return 0;
 }
