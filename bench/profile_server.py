@@ -1,10 +1,13 @@
 """Profiles our server's hot path under closed-loop ingest (py-spy, from PyPI).
 
-    python bench/profile_server.py [--clients 100] [--seconds 8] [--out profile.txt]
+    python bench/profile_server.py [--clients 100] [--seconds 8] [--paced HZ] [--out F]
 
-Starts `server_proc.py ours N` under `py-spy record --native` pinned to core 0, floods
-it from N lean clients (the same flood as bench_server.py's "max accepted") on core 1,
+Starts `server_proc.py ours N` pinned to core 0, joins N lean clients from core 1, then
+records the server with `py-spy record --native --pid` while the clients flood it (the
+same flood as bench_server.py's "max accepted"),
 and prints the event-loop thread's top frames by own time and by inclusive time.
+With --paced HZ each client sends HZ params a second instead (bench_server.py's
+"60 Hz" load), for the CPU cost of a steady load rather than of a flood.
 """
 
 from __future__ import annotations
@@ -20,16 +23,31 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from bench_server import flood  # noqa: E402
+from bench_server import flood, paced  # noqa: E402
 
 import loadgen  # noqa: E402
 
 
-async def flood_clients(port: int, rooms: list[str], n: int, seconds: float) -> None:
+async def load_clients(
+    port: int, rooms: list[str], n: int, seconds: float, hz: float | None, pid: int, out: str
+) -> None:
+    """Joins n clients, then profiles the server (py-spy attached to `pid`) only while
+    they load it: start-up and the joins stay out of the profile."""
     clients = [
         await loadgen.connect_and_join("127.0.0.1", port, rooms[i % len(rooms)]) for i in range(n)
     ]
-    await flood(clients, seconds)  # the same flood as bench_server.py's "max accepted"
+    spy = await asyncio.create_subprocess_exec(
+        *("py-spy", "record", "--native", "--format", "raw", "-r", "500", "-o", out),
+        *("--pid", str(pid), "--duration", str(int(seconds) + 2)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)  # py-spy attaches
+    if hz is None:
+        await flood(clients, seconds)  # the same flood as bench_server.py's "max accepted"
+    else:
+        await paced(clients, hz, seconds)
+    await asyncio.wait_for(spy.wait(), 60)
     for c in clients:
         c.close()
 
@@ -38,39 +56,30 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--paced", type=float, help="params per second per client (no flood)")
     ap.add_argument("--out", default="/tmp/bbx-profile.txt")
     args = ap.parse_args()
     os.sched_setaffinity(0, {1})
     server = subprocess.Popen(
-        [
-            "py-spy",
-            "record",
-            "--native",
-            "--format",
-            "raw",
-            "-r",
-            "500",
-            "-o",
-            args.out,
-            "--",
-            "taskset",
-            "-c",
-            "0",
-            sys.executable,
-            str(HERE / "server_proc.py"),
-            "ours",
-            str(args.clients),
-        ],
+        [sys.executable, str(HERE / "server_proc.py"), "ours", str(args.clients)],
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert server.stdout is not None and server.stdin is not None
-    line = server.stdout.readline()
-    while line and not line.startswith("{"):  # py-spy's own lines come first
-        line = server.stdout.readline()
-    first = json.loads(line)
-    asyncio.run(flood_clients(first["port"], first["rooms"], args.clients, args.seconds))
+    first = json.loads(server.stdout.readline())
+    asyncio.run(
+        load_clients(
+            first["port"],
+            first["rooms"],
+            args.clients,
+            args.seconds,
+            args.paced,
+            server.pid,
+            args.out,
+        )
+    )
     server.stdin.write("quit\n")
     server.stdin.flush()
     server.wait(60)
