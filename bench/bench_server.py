@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ import loadgen  # noqa: E402
 HERE = Path(__file__).parent
 HOST = "127.0.0.1"
 TICKS = os.sysconf("SC_CLK_TCK")
+NAN = float("nan")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -336,6 +338,19 @@ async def echo_latency(impl: str, seconds: float) -> dict[str, float]:
         }
 
 
+async def paced_cpu(impl: str, n: int, seconds: float) -> float:
+    """Server CPU % while n phones (each in its own room) send 60 params a second,
+    measured alone: after the joins and a second of quiet, nothing else running."""
+    async with server(impl, n) as sp:
+        clients, _ = await join_all(sp, n, sp.rooms)
+        await asyncio.sleep(1.0)
+        with Window(sp) as w:
+            await paced(clients, 60, seconds)
+        for c in clients:
+            c.close()
+        return w.server_cpu
+
+
 def table(results: dict[str, dict[str, float]]) -> str:
     """One table per load: every implementation measured, then ours / each peer."""
     keys: list[str] = []
@@ -389,9 +404,13 @@ async def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["clients", "one-room", "echo"],
-        help="measure one part: the N-client table, the one-room-with-echo case, or "
-        "echo latency (one phone at 60/s to 99 others)",
+        choices=["clients", "one-room", "echo", "cpu"],
+        help="measure one part: the N-client table, the one-room-with-echo case, "
+        "echo latency (one phone at 60/s to 99 others), or server CPU at 60 Hz alone "
+        "(medians of --repeat alternating runs)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per implementation for --only cpu"
     )
     parser.add_argument("--seconds", type=float, help="length of each load window")
     args = parser.parse_args()
@@ -433,6 +452,19 @@ async def main() -> None:
     for impl in impls if args.only in (None, "echo") else []:
         print(f"measuring {impl}, one phone at 60/s echoed to 99...", file=sys.stderr)
         await record(f"{impl}:echo 1 -> 99", echo_latency(impl, seconds))
+    if args.only == "cpu":
+        for n in (100, 500):
+            runs: dict[str, list[float]] = {impl: [] for impl in impls}
+            for attempt in range(args.repeat):
+                for impl in impls:
+                    print(f"CPU at 60 Hz: {impl}, N={n}, run {attempt + 1}...", file=sys.stderr)
+                    with contextlib.suppress(Exception):
+                        runs[impl].append(await paced_cpu(impl, n, args.seconds or 5.0))
+            for impl, values in runs.items():
+                results[f"{impl}:60 Hz alone, N={n:>3}"] = {
+                    "server CPU % (median)": statistics.median(values) if values else NAN,
+                    "runs": len(values),
+                }
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
