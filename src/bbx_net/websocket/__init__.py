@@ -30,6 +30,7 @@ from .commands import (
     Shutdown,
 )
 from .config import ParamSpec, WsServerConfig
+from .pool import ServerPool, serve_pool
 from .process import ServerProcess, serve_process
 from .server import ClientStats, ParamEvent, ServerStats, TriggerEvent, WsServer
 
@@ -45,6 +46,7 @@ __all__ = [
     "ParamSpec",
     "RoomConfig",
     "ServerCommand",
+    "ServerPool",
     "ServerProcess",
     "ServerStats",
     "Shutdown",
@@ -52,6 +54,7 @@ __all__ = [
     "WsServer",
     "WsServerConfig",
     "run",
+    "serve_pool",
     "serve_process",
 ]
 
