@@ -338,17 +338,27 @@ async def echo_latency(impl: str, seconds: float) -> dict[str, float]:
         }
 
 
-async def paced_cpu(impl: str, n: int, seconds: float) -> float:
-    """Server CPU % while n phones (each in its own room) send 60 params a second,
-    measured alone: after the joins and a second of quiet, nothing else running."""
+async def cpu_and_ingest(impl: str, n: int, seconds: float) -> tuple[float, float]:
+    """(server CPU % while n phones, each in its own room, send 60 params a second;
+    msg/s accepted while they flood), measured alone: after the joins and a second of
+    quiet, with nothing else running."""
     async with server(impl, n) as sp:
         clients, _ = await join_all(sp, n, sp.rooms)
         await asyncio.sleep(1.0)
         with Window(sp) as w:
             await paced(clients, 60, seconds)
+        cpu = w.server_cpu
+        a0 = await settle(sp)
+        with Window(sp) as w:
+            await flood(clients, seconds)
+            a1 = (await sp.ask("stats"))["accepted"]
         for c in clients:
             c.close()
-        return w.server_cpu
+        return cpu, (a1 - a0) / w.elapsed
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else NAN
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
@@ -404,13 +414,13 @@ async def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["clients", "one-room", "echo", "cpu"],
+        choices=["clients", "one-room", "echo", "medians"],
         help="measure one part: the N-client table, the one-room-with-echo case, "
-        "echo latency (one phone at 60/s to 99 others), or server CPU at 60 Hz alone "
-        "(medians of --repeat alternating runs)",
+        "echo latency (one phone at 60/s to 99 others), or server CPU at 60 Hz and max "
+        "ingest alone (medians of --repeat alternating runs)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per implementation for --only cpu"
+        "--repeat", type=int, default=3, help="runs per implementation for --only medians"
     )
     parser.add_argument("--seconds", type=float, help="length of each load window")
     args = parser.parse_args()
@@ -452,17 +462,20 @@ async def main() -> None:
     for impl in impls if args.only in (None, "echo") else []:
         print(f"measuring {impl}, one phone at 60/s echoed to 99...", file=sys.stderr)
         await record(f"{impl}:echo 1 -> 99", echo_latency(impl, seconds))
-    if args.only == "cpu":
+    if args.only == "medians":
         for n in (100, 500):
-            runs: dict[str, list[float]] = {impl: [] for impl in impls}
+            runs: dict[str, list[tuple[float, float]]] = {impl: [] for impl in impls}
             for attempt in range(args.repeat):
                 for impl in impls:
-                    print(f"CPU at 60 Hz: {impl}, N={n}, run {attempt + 1}...", file=sys.stderr)
-                    with contextlib.suppress(Exception):
-                        runs[impl].append(await paced_cpu(impl, n, args.seconds or 5.0))
+                    print(f"medians: {impl}, N={n}, run {attempt + 1}...", file=sys.stderr)
+                    try:
+                        runs[impl].append(await cpu_and_ingest(impl, n, args.seconds or 5.0))
+                    except Exception as exc:
+                        print(f"  failed ({exc!r})", file=sys.stderr)
             for impl, values in runs.items():
-                results[f"{impl}:60 Hz alone, N={n:>3}"] = {
-                    "server CPU % (median)": statistics.median(values) if values else NAN,
+                results[f"{impl}:medians, N={n:>3}"] = {
+                    "60 Hz server CPU % (median)": _median([v[0] for v in values]),
+                    "max accepted msg/s (median)": _median([v[1] for v in values]),
                     "runs": len(values),
                 }
     print(table(results))
