@@ -31,8 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_kib(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
@@ -55,13 +55,7 @@ def say(obj: dict[str, Any]) -> None:
 
 async def run_ours(n_rooms: int) -> None:
     from bbx_net import MESSAGE_DTYPE, net_buffer
-    from bbx_net.websocket import (
-        CommandChannel,
-        RoomConfig,
-        ServerCommand,
-        WsServer,
-        WsServerConfig,
-    )
+    from bbx_net.websocket import CommandChannel, WsServer
 
     if "BBX_FPT" in os.environ:  # experiment knob: events per connection per loop turn
         import bbx_net.websocket.server as server_module
@@ -69,18 +63,7 @@ async def run_ours(n_rooms: int) -> None:
         server_module._EVENTS_PER_TURN = int(os.environ["BBX_FPT"])
     producer, consumer = net_buffer(65536)
     commands = CommandChannel(1024)
-    config = WsServerConfig(
-        bind_addr=("127.0.0.1", 0),
-        max_rooms=5000,
-        room=RoomConfig(max_clients=1000),
-        join_burst=1_000_000,
-        join_per_hour=1e9,
-        # The load generator is one address standing in for N phones, all opening at
-        # once: the per-address cap on connections not yet joined (64) would refuse
-        # most of a storm of 500 that distinct phones would not hit.
-        max_unjoined_per_address=100_000,
-    )
-    server = WsServer(config, producer, commands)
+    server = WsServer(_bench_config(), producer, commands)
     codes = [await commands.create_room() for _ in range(n_rooms)]
     await server.start()
     stop = threading.Event()
@@ -95,14 +78,7 @@ async def run_ours(n_rooms: int) -> None:
     threading.Thread(target=audio, daemon=True).start()
     loop = asyncio.get_running_loop()
 
-    def broadcast(kind: str, hz: float, seconds: float) -> None:
-        def send(now: float) -> None:
-            if kind == "viz":
-                commands.send_threadsafe(ServerCommand.BroadcastVisualization([now] + [0.5] * 63))
-            else:
-                commands.send_threadsafe(ServerCommand.BroadcastParam("probe", now))
-
-        paced(hz, seconds, send)
+    broadcast = _broadcaster(commands.send_threadsafe)
 
     def stats() -> dict[str, Any]:
         st = server.stats()
@@ -114,7 +90,8 @@ async def run_ours(n_rooms: int) -> None:
     await server.stop()
 
 
-def _bench_config(**kw: Any) -> Any:
+def _bench_config() -> Any:
+    """Ours (in-process or pooled): limits out of the way of the bench's loads."""
     from bbx_net.websocket import RoomConfig, WsServerConfig
 
     return WsServerConfig(
@@ -123,16 +100,34 @@ def _bench_config(**kw: Any) -> Any:
         room=RoomConfig(max_clients=1000),
         join_burst=1_000_000,
         join_per_hour=1e9,
-        max_unjoined_per_address=100_000,  # one load-generator address: see run_ours
-        **kw,
+        # The load generator is one address standing in for N phones, all opening at
+        # once: the per-address cap on connections not yet joined (64) would refuse
+        # most of a storm of 500 that distinct phones would not hit.
+        max_unjoined_per_address=100_000,
     )
+
+
+def _broadcaster(send_command: Any) -> Any:
+    """broadcast(kind, hz, seconds) for ours: paced BroadcastParam("probe", t) or
+    64-float visualizations with data[0] = t, handed to `send_command`."""
+    from bbx_net.websocket import ServerCommand
+
+    def broadcast(kind: str, hz: float, seconds: float) -> None:
+        def send(now: float) -> None:
+            if kind == "viz":
+                send_command(ServerCommand.BroadcastVisualization([now] + [0.5] * 63))
+            else:
+                send_command(ServerCommand.BroadcastParam("probe", now))
+
+        paced(hz, seconds, send)
+
+    return broadcast
 
 
 async def run_pool(n_rooms: int, processes: int) -> None:
     """bbx_net.serve_pool: `processes` server processes on one port, their rings
     drained together by an audio-like thread here (bind_block over all of them)."""
     from bbx_net import EVENT_DTYPE, serve_pool
-    from bbx_net.websocket import ServerCommand
 
     pool = serve_pool(_bench_config(), processes, 65536)
     codes = [pool.create_room_threadsafe() for _ in range(n_rooms)]
@@ -152,36 +147,22 @@ async def run_pool(n_rooms: int, processes: int) -> None:
     threading.Thread(target=audio, daemon=True).start()
     loop = asyncio.get_running_loop()
 
-    def broadcast(kind: str, hz: float, seconds: float) -> None:
-        def send(now: float) -> None:
-            if kind == "viz":
-                pool.send_threadsafe(ServerCommand.BroadcastVisualization([now] + [0.5] * 63))
-            else:
-                pool.send_threadsafe(ServerCommand.BroadcastParam("probe", now))
-
-        paced(hz, seconds, send)
+    broadcast = _broadcaster(pool.send_threadsafe)
 
     def stats() -> dict[str, Any]:
         per = pool.stats()
         return {
             "accepted": sum(st.accepted for st in per),
-            "rss_kib": sum(_rss_of(s.pid) for s in pool.servers),
+            "rss_kib": sum(rss_kib(s.pid) for s in pool.servers),
             "clients": sum(st.clients for st in per),
             "per_process_clients": [st.clients for st in per],
             "drained": drained[0],
         }
 
     say({"port": pool.port, "rooms": codes, "pids": [s.pid for s in pool.servers]})
-    await control(loop, broadcast, lambda: stats())
+    await control(loop, broadcast, stats)
     stop.set()
     await asyncio.to_thread(pool.shutdown)
-
-
-def _rss_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 async def run_baseline(n_rooms: int) -> None:

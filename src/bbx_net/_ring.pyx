@@ -628,6 +628,26 @@ cdef class NetBufferConsumer:
         return PyCapsule_New(<void *>self._ring, BBX_RING_CAPSULE_NAME, NULL)
 
 
+cdef bbx_event[::1] _bound_events(str what, out, uint32_t sample_rate,
+                                  uint32_t block_size):
+    """The checks of a bound drain (`what` names it in the errors): its array's view."""
+    if sample_rate == 0 or block_size == 0:
+        raise ValueError(
+            f"sample_rate and block_size must be positive, got {sample_rate}, {block_size}"
+        )
+    cdef bbx_event[::1] view
+    try:
+        view = out
+    except (ValueError, TypeError, BufferError) as exc:
+        raise TypeError(
+            f"{what} needs a writable C-contiguous 1-D array of EVENT_DTYPE, "
+            f"got {_describe(out)}"
+        ) from exc
+    if view.shape[0] < 1:
+        raise TypeError(f"{what} needs an array with at least one entry")
+    return view
+
+
 cdef class BlockDrain:
     """`drain_block` bound to one array, for Python audio callbacks: zero allocations.
 
@@ -654,19 +674,7 @@ cdef class BlockDrain:
 
     def __init__(self, NetBufferConsumer consumer, out, uint32_t sample_rate,
                  uint32_t block_size):
-        if sample_rate == 0 or block_size == 0:
-            raise ValueError(
-                f"sample_rate and block_size must be positive, got {sample_rate}, {block_size}"
-            )
-        try:
-            self._view = out
-        except (ValueError, TypeError, BufferError) as exc:
-            raise TypeError(
-                "bind_block needs a writable C-contiguous 1-D array of EVENT_DTYPE, "
-                f"got {_describe(out)}"
-            ) from exc
-        if self._view.shape[0] < 1:
-            raise TypeError("bind_block needs an array with at least one entry")
+        self._view = _bound_events("bind_block", out, sample_rate, block_size)
         self._consumer = consumer
         self._out = out
         self._rate = sample_rate
@@ -731,25 +739,13 @@ cdef class MergedBlockDrain:
         self._rings = NULL
 
     def __init__(self, consumers, out, uint32_t sample_rate, uint32_t block_size):
-        if sample_rate == 0 or block_size == 0:
-            raise ValueError(
-                f"sample_rate and block_size must be positive, got {sample_rate}, {block_size}"
-            )
+        self._view = _bound_events("bind_blocks", out, sample_rate, block_size)
         consumers = tuple(consumers)
         if not consumers:
             raise TypeError("bind_blocks needs at least one NetBufferConsumer")
         for c in consumers:
             if not isinstance(c, NetBufferConsumer):
                 raise TypeError(f"bind_blocks needs NetBufferConsumers, got {_describe(c)}")
-        try:
-            self._view = out
-        except (ValueError, TypeError, BufferError) as exc:
-            raise TypeError(
-                "bind_blocks needs a writable C-contiguous 1-D array of EVENT_DTYPE, "
-                f"got {_describe(out)}"
-            ) from exc
-        if self._view.shape[0] < 1:
-            raise TypeError("bind_blocks needs an array with at least one entry")
         self._rings = <bbx_ring **>malloc(len(consumers) * sizeof(bbx_ring *))
         if self._rings == NULL:
             raise MemoryError()
